@@ -1,0 +1,3 @@
+from tierctl.cli.main import run
+
+run()

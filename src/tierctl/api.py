@@ -1,0 +1,173 @@
+"""The facade every entry point (CLI, daemon, tests) uses. No printing here."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from tierctl.errors import ConfigError, PlanFileError, UnknownName
+from tierctl.executor import ApplyOptions, ApplyReport, Events, execute
+from tierctl.index import Index
+from tierctl.index.db import TierUsage
+from tierctl.model import Placement, ScanReport
+from tierctl.movers.base import Mover
+from tierctl.movers.registry import TierTarget, open_mover
+from tierctl.plan import Plan
+from tierctl.planner import make_plan
+from tierctl.policies.loader import load_config
+from tierctl.policies.model import Config
+
+DEFAULT_CONFIG = "policies.yaml"
+
+
+def config_path(explicit: str | None) -> str:
+    """-c/--config, else $TIERCTL_CONFIG, else ./policies.yaml."""
+    return explicit or os.environ.get("TIERCTL_CONFIG") or DEFAULT_CONFIG
+
+
+def load(path: str | None = None, *, index: str | None = None) -> Config:
+    return load_config(config_path(path), index_override=index)
+
+
+def open_index(config: Config, *, create: bool = True) -> Index:
+    return Index.open(config.index_path, create=create)
+
+
+@contextmanager
+def movers_for(config: Config, tiers: set[str] | list[str] | None = None) -> Iterator[dict[str, Mover]]:
+    names = list(config.tiers) if tiers is None else sorted(tiers)
+    opened: dict[str, Mover] = {}
+    try:
+        for name in names:
+            tier = config.tiers[name]
+            opened[name] = open_mover(TierTarget(name, tier.url, tier.mover, tier.options))
+        yield opened
+    finally:
+        for mover in opened.values():
+            mover.close()
+
+
+def _datasets(config: Config, names: list[str] | None) -> list[str]:
+    if not names:
+        return list(config.datasets)
+    for name in names:
+        if name not in config.datasets:
+            raise UnknownName(
+                f"unknown dataset {name!r}", hint=f"datasets: {', '.join(config.datasets) or 'none'}"
+            )
+    return names
+
+
+# -- scan ---------------------------------------------------------------------------------
+def scan(
+    config: Config, datasets: list[str] | None = None, *, allow_empty: bool = False, now: float | None = None
+) -> list[ScanReport]:
+    """List every tier under each dataset's prefix and merge what is there into the index."""
+    now = time.time() if now is None else now
+    reports: list[ScanReport] = []
+    with open_index(config) as index, movers_for(config) as movers:
+        for name in _datasets(config, datasets):
+            prefix = config.datasets[name].prefix
+            for tier, mover in movers.items():
+                report = index.scan_tier(name, tier, prefix, mover.list(prefix), now, allow_empty=allow_empty)
+                report.errors.extend(
+                    f"skipped unsafe or non-regular key {k!r} on {tier}" for k in mover.skipped_keys()
+                )
+                reports.append(report)
+    return reports
+
+
+# -- plan and apply -------------------------------------------------------------------------
+def plan(config: Config, datasets: list[str] | None = None, *, now: float | None = None) -> Plan:
+    now = time.time() if now is None else now
+    names = _datasets(config, datasets)
+    with open_index(config) as index:
+        return make_plan(config, (obj for name in names for obj in index.objects(name)), now)
+
+
+def load_plan(config: Config, path: str) -> Plan:
+    saved = Plan.load(path)
+    if saved.config_fingerprint != config.fingerprint():
+        raise PlanFileError(
+            f"{path} was made for a different policy file ({saved.config_path}) or an earlier version of it",
+            hint="make a fresh plan with `tierctl plan -o FILE`",
+        )
+    return saved
+
+
+def apply(
+    config: Config, plan_: Plan, *, options: ApplyOptions | None = None, events: Events | None = None
+) -> ApplyReport:
+    options = options or ApplyOptions(digest=config.digest_algorithm)
+    tiers = {a.target for a in plan_.actions} | {a.source for a in plan_.actions if a.source}
+    tiers |= {t for a in plan_.actions for t in a.keep}
+    unknown = tiers - set(config.tiers)
+    if unknown:
+        raise PlanFileError(f"the plan names tiers the policy file does not: {', '.join(sorted(unknown))}")
+    with open_index(config) as index, movers_for(config, tiers) as movers:
+        return execute(plan_, movers, index, options, events)
+
+
+# -- where / ls / du --------------------------------------------------------------------------
+@dataclass
+class WhereResult:
+    query: str
+    kind: str  # object | prefix | dataset
+    placements: list[Placement] = field(default_factory=list)
+    usage: list[TierUsage] = field(default_factory=list)
+    objects: int = 0
+
+
+def where(config: Config, query: str) -> WhereResult:
+    """An object's placements, or object/byte counts per tier for a dataset or prefix."""
+    with open_index(config, create=False) as index:
+        placements = index.placements(query)
+        if placements:
+            return WhereResult(query, "object", placements=placements, objects=1)
+        if query in config.datasets:
+            dataset = config.datasets[query]
+            usage = index.usage(dataset.prefix, dataset=query)
+            return WhereResult(
+                query, "dataset", usage=usage, objects=index.object_count(dataset.prefix, query)
+            )
+        usage = index.usage(query)
+        if usage:
+            return WhereResult(query, "prefix", usage=usage, objects=index.object_count(query))
+    raise UnknownName(
+        f"nothing in the index matches {query!r}",
+        hint="give a key, a key prefix or a dataset name; run `tierctl scan` if the index is stale",
+    )
+
+
+def du(config: Config) -> list[TierUsage]:
+    with open_index(config, create=False) as index:
+        return index.usage()
+
+
+def ls(
+    config: Config, prefix: str = "", limit: int | None = None
+) -> list[tuple[str, str, int, float, list[str]]]:
+    if prefix in config.datasets:
+        prefix = config.datasets[prefix].prefix
+    with open_index(config, create=False) as index:
+        return list(index.listing(prefix, limit))
+
+
+# -- init ----------------------------------------------------------------------------------------
+def init(path: str, *, force: bool = False) -> str:
+    """Write the commented starter policy file; refuse to overwrite unless ``force``."""
+    from importlib.resources import files
+
+    if os.path.exists(path) and not force:
+        raise ConfigError(
+            f"{path} already exists", hint="pass --force to overwrite it, or -c to choose another path"
+        )
+    text = files("tierctl").joinpath("templates/starter.yaml").read_text(encoding="utf-8")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return os.path.abspath(path)

@@ -1,0 +1,231 @@
+"""How results look on a terminal (rich) and in --json (plain dicts)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tierctl.api import WhereResult
+from tierctl.executor import ApplyReport
+from tierctl.index.db import TierUsage
+from tierctl.model import Placement, ScanReport
+from tierctl.plan import Plan
+from tierctl.policies.model import Config
+from tierctl.policies.units import format_size
+
+SYMBOL = {"copy": "[green]+[/]", "move": "[yellow]~[/]", "verify": "[cyan]?[/]", "delete": "[red]-[/]"}
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# -- scan ---------------------------------------------------------------------------------
+def scan_table(reports: list[ScanReport]) -> Table:
+    table = Table(title="scan", show_edge=False)
+    for column in ("dataset", "tier", "listed", "new", "changed", "gone", "unchanged", "bytes"):
+        table.add_column(column, justify="right" if column not in ("dataset", "tier") else "left")
+    for r in reports:
+        table.add_row(
+            r.dataset,
+            r.tier,
+            str(r.listed),
+            str(r.new),
+            str(r.changed),
+            str(r.gone),
+            str(r.unchanged),
+            format_size(r.bytes_listed),
+        )
+    return table
+
+
+def scan_json(reports: list[ScanReport]) -> list[dict[str, Any]]:
+    return [
+        {
+            "dataset": r.dataset,
+            "tier": r.tier,
+            "listed": r.listed,
+            "new": r.new,
+            "changed": r.changed,
+            "gone": r.gone,
+            "unchanged": r.unchanged,
+            "bytes": r.bytes_listed,
+            "errors": r.errors,
+        }
+        for r in reports
+    ]
+
+
+# -- plan ---------------------------------------------------------------------------------
+def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, int]]:
+    """(reason, kind, key, route, bytes) per line, a copy + delete of its source shown as one move."""
+    move_deletes = plan.moves()
+    moved = {(a.dataset, a.key, a.target) for a in plan.actions if a.id in move_deletes}
+    rows = []
+    for a in plan.actions:
+        if a.id in move_deletes:
+            continue
+        if a.op == "copy" and (a.dataset, a.key, a.source) in moved:
+            rows.append((a.reason, "move", a.key, f"{a.source} -> {a.target}", a.size))
+        elif a.op in ("copy", "verify"):
+            rows.append((a.reason, a.op, a.key, f"{a.source} -> {a.target}", a.size))
+        else:
+            rows.append((a.reason, a.op, a.key, a.target, a.size))
+    return rows
+
+
+def print_plan(console: Console, plan: Plan, *, detail: bool = True) -> None:
+    if plan.empty:
+        console.print(
+            f"[bold green]No changes.[/] {plan.objects_considered} objects already where the policies "
+            "want them."
+        )
+        return
+    if detail:
+        by_reason: dict[str, list[tuple[str, str, str, int]]] = defaultdict(list)
+        for reason, kind, key, route, size in plan_rows(plan):
+            by_reason[reason].append((kind, key, route, size))
+        for reason, rows in by_reason.items():
+            console.print(f"[bold]{reason}[/]  ({len(rows)} objects)", highlight=False)
+            for kind, key, route, size in rows:
+                console.print(
+                    f"  {SYMBOL[kind]} {kind:<6} {key}  {route}  [dim]{format_size(size)}[/]", highlight=False
+                )
+        console.print()
+    table = Table(title="plan summary", show_edge=False)
+    for column, justify in (
+        ("action", "left"),
+        ("from", "left"),
+        ("to", "left"),
+        ("objects", "right"),
+        ("bytes", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in plan.summary():
+        table.add_row(
+            f"{SYMBOL[row['action']]} {row['action']}",
+            row["source"] or "",
+            row["target"],
+            str(row["objects"]),
+            format_size(row["bytes"]),
+        )
+    console.print(table)
+    objects = len({(a.dataset, a.key) for a in plan.actions})
+    console.print(f"Plan: {len(plan.actions)} actions on {objects} of {plan.objects_considered} objects.")
+
+
+# -- apply --------------------------------------------------------------------------------
+def print_apply(console: Console, report: ApplyReport) -> None:
+    colour = {"ok": "green", "partial": "yellow", "failed": "red", "interrupted": "yellow"}[report.outcome]
+    rate = report.bytes / report.seconds if report.seconds else 0
+    console.print(
+        f"[bold {colour}]Apply {report.outcome}[/]: {report.done} done, {report.failed} failed, "
+        f"{report.skipped} skipped; {format_size(report.bytes)} copied in {report.seconds:.1f}s "
+        f"({format_size(rate)}/s). Run #{report.run_id}.",
+        highlight=False,
+    )
+    for r in report.problems[:50]:
+        a = r.action
+        console.print(
+            f"  [red]{r.status}[/] {a.op} {a.key} ({a.source or ''}->{a.target}): {r.error}", highlight=False
+        )
+    if len(report.problems) > 50:
+        console.print(f"  ... and {len(report.problems) - 50} more (see `--json`)")
+
+
+def apply_json(report: ApplyReport) -> dict[str, Any]:
+    return {
+        "run": report.run_id,
+        "outcome": report.outcome,
+        "done": report.done,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "bytes": report.bytes,
+        "seconds": round(report.seconds, 3),
+        "problems": [
+            {
+                "id": r.action.id,
+                "op": r.action.op,
+                "key": r.action.key,
+                "source": r.action.source,
+                "target": r.action.target,
+                "status": r.status,
+                "error": r.error,
+            }
+            for r in report.problems
+        ],
+    }
+
+
+# -- where / ls / du ---------------------------------------------------------------------------
+def placement_json(p: Placement, config: Config) -> dict[str, Any]:
+    tier = config.tiers.get(p.tier)
+    return {
+        "tier": p.tier,
+        "url": f"{tier.url.rstrip('/')}/{p.key}" if tier else None,
+        "size": p.size,
+        "mtime": p.mtime,
+        "checksum": p.checksum,
+        "storage_class": p.storage_class or (tier.storage_class if tier else None),
+        "state": p.state,
+        "first_seen": p.first_seen,
+        "verified_at": p.verified_at,
+    }
+
+
+def where_json(result: WhereResult, config: Config) -> dict[str, Any]:
+    doc: dict[str, Any] = {"query": result.query, "kind": result.kind}
+    if result.kind == "object":
+        by_object: dict[tuple[str, str], list[Placement]] = defaultdict(list)
+        for p in result.placements:
+            by_object[(p.dataset, p.key)].append(p)
+        doc["objects"] = [
+            {"dataset": d, "key": k, "placements": [placement_json(p, config) for p in ps]}
+            for (d, k), ps in by_object.items()
+        ]
+    else:
+        doc["objects"] = result.objects
+        doc["tiers"] = usage_json(result.usage)
+    return doc
+
+
+def usage_json(usage: list[TierUsage]) -> list[dict[str, Any]]:
+    return [{"dataset": u.dataset, "tier": u.tier, "objects": u.objects, "bytes": u.bytes} for u in usage]
+
+
+def print_where(console: Console, result: WhereResult, config: Config) -> None:
+    if result.kind == "object":
+        table = Table(title=result.query, show_edge=False)
+        for column in ("tier", "url", "size", "mtime", "checksum", "class", "verified"):
+            table.add_column(column)
+        for p in result.placements:
+            doc = placement_json(p, config)
+            table.add_row(
+                p.tier,
+                doc["url"],
+                format_size(p.size),
+                when(p.mtime),
+                p.checksum or "-",
+                doc["storage_class"] or "-",
+                when(p.verified_at),
+            )
+        console.print(table)
+        return
+    console.print(
+        usage_table(result.usage, title=f"{result.query} ({result.kind}, {result.objects} objects)")
+    )
+
+
+def usage_table(usage: list[TierUsage], *, title: str) -> Table:
+    table = Table(title=title, show_edge=False)
+    for column, justify in (("dataset", "left"), ("tier", "left"), ("objects", "right"), ("bytes", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for u in usage:
+        table.add_row(u.dataset, u.tier, str(u.objects), format_size(u.bytes))
+    return table

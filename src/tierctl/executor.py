@@ -1,0 +1,292 @@
+"""Run a plan: parallel, verified, and safe to interrupt.
+
+The actions of one object form a unit that runs on one worker thread, in plan order; units
+run in parallel. Every precondition is checked against the live stores, not the index:
+an object that changed since it was planned is skipped, never overwritten or deleted.
+Results reach the index from the calling thread only, one transaction per batch, so a
+kill at any point leaves the index describing what is really on the stores (or less:
+a copy done but not recorded is found and verified by the next run, not redone blindly).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound, TierctlError
+from tierctl.index import Index
+from tierctl.model import MTIME_WINDOW, Entry
+from tierctl.movers.base import Mover
+from tierctl.movers.transfer import copy_verified, verify_same
+from tierctl.plan import Action, Plan, group_by_object
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """Everything that shapes one apply run."""
+
+    jobs: int = 8
+    digest: str = "crc32c"
+    trigger: str = "manual"
+    plan_file: str | None = None
+    policy: str | None = None
+
+
+@dataclass
+class ActionResult:
+    action: Action
+    status: str  # done | failed | skipped
+    bytes: int = 0
+    checksum: str | None = None
+    entry: Entry | None = None
+    error: str | None = None
+
+
+@dataclass
+class ApplyReport:
+    run_id: int
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    problems: list[ActionResult] = field(default_factory=list)  # failed and skipped only
+
+    @property
+    def outcome(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.failed or self.skipped:
+            return "partial" if self.done else "failed"
+        return "ok"
+
+
+class Events(Protocol):
+    """Progress hooks. ``advanced`` is called from worker threads."""
+
+    def started(self, objects: int, total_bytes: int) -> None: ...
+    def advanced(self, nbytes: int) -> None: ...
+    def finished_object(self, results: list[ActionResult]) -> None: ...
+
+
+class NoEvents:
+    def started(self, objects: int, total_bytes: int) -> None:
+        pass
+
+    def advanced(self, nbytes: int) -> None:
+        pass
+
+    def finished_object(self, results: list[ActionResult]) -> None:
+        pass
+
+
+def _holds(entry: Entry, size: int, mtime: float) -> bool:
+    return entry.size == size and abs(entry.mtime - mtime) <= MTIME_WINDOW
+
+
+def _stat_or_none(mover: Mover, key: str) -> Entry | None:
+    try:
+        return mover.stat(key)
+    except ObjectNotFound:
+        return None
+
+
+class _Unit:
+    """The actions of one object, run in order on one worker thread."""
+
+    def __init__(
+        self, actions: list[Action], movers: Mapping[str, Mover], digest: str, on_bytes: Callable[[int], None]
+    ) -> None:
+        self.actions = actions
+        self.movers = movers
+        self.digest = digest
+        self.on_bytes = on_bytes
+        # Copies that a delete depends on must be on stable storage before that delete.
+        self.durable = any(a.op == "delete" and not a.explicit for a in actions)
+
+    def run(self) -> list[ActionResult]:
+        results: list[ActionResult] = []
+        status: dict[int, str] = {}
+        for action in self.actions:
+            if any(status.get(r) != "done" for r in action.requires):
+                result = ActionResult(
+                    action, "skipped", error="an earlier step for this object did not succeed"
+                )
+            else:
+                result = self.run_one(action)
+            status[action.id] = result.status
+            results.append(result)
+        return results
+
+    def run_one(self, action: Action) -> ActionResult:
+        try:
+            if action.op == "copy":
+                return self.copy(action)
+            if action.op == "verify":
+                return self.verify(action)
+            if action.op == "delete":
+                return self.delete(action)
+            return ActionResult(action, "failed", error=f"unknown action {action.op!r}")
+        except ObjectChanged as exc:
+            return ActionResult(action, "skipped", error=str(exc))
+        except TierctlError as exc:
+            return ActionResult(action, "failed", error=str(exc))
+        except OSError as exc:
+            return ActionResult(action, "failed", error=f"{type(exc).__name__}: {exc}")
+
+    def copy(self, a: Action) -> ActionResult:
+        assert a.source is not None
+        src, dst = self.movers[a.source], self.movers[a.target]
+        existing = _stat_or_none(dst, a.key)
+        if existing is not None:
+            if _holds(existing, a.size, a.mtime):
+                # Already there (an interrupted run copied it): prove it, don't redo it.
+                checksum = verify_same(src, dst, a.key, self.digest)
+                return ActionResult(a, "done", checksum=checksum, entry=existing)
+            if a.expect is None or not _holds(existing, a.expect.size, a.expect.mtime):
+                return ActionResult(
+                    a, "skipped", error=f"{a.target} holds a different {a.key} than planned; not overwritten"
+                )
+        result = copy_verified(
+            src,
+            a.key,
+            dst,
+            expected=Entry(a.key, a.size, a.mtime),
+            algorithm=self.digest,
+            durable=self.durable,
+            on_bytes=self.on_bytes,
+        )
+        return ActionResult(a, "done", bytes=result.bytes, checksum=result.checksum, entry=result.entry)
+
+    def verify(self, a: Action) -> ActionResult:
+        assert a.source is not None
+        src, dst = self.movers[a.source], self.movers[a.target]
+        for mover in (src, dst):
+            if not _holds(mover.stat(a.key), a.size, a.mtime):
+                return ActionResult(a, "skipped", error=f"{mover.url}/{a.key} changed since it was planned")
+        return ActionResult(a, "done", checksum=verify_same(src, dst, a.key, self.digest))
+
+    def delete(self, a: Action) -> ActionResult:
+        target = self.movers[a.target]
+        current = _stat_or_none(target, a.key)
+        if current is None:
+            return ActionResult(a, "done")  # already gone: the goal holds
+        expect = a.expect or Entry(a.key, a.size, a.mtime)
+        if not _holds(current, expect.size, expect.mtime):
+            return ActionResult(
+                a, "skipped", error=f"{a.target}/{a.key} changed since it was planned; not deleted"
+            )
+        if not a.explicit:
+            if not a.keep:
+                return ActionResult(a, "failed", error="refusing to delete: no tier would keep a copy")
+            for tier in a.keep:
+                kept = _stat_or_none(self.movers[tier], a.key)
+                if kept is None or not _holds(kept, a.size, a.mtime):
+                    return ActionResult(
+                        a, "failed", error=f"refusing to delete: {tier} does not hold the current copy"
+                    )
+        target.delete(a.key)
+        return ActionResult(a, "done")
+
+
+def execute(
+    plan: Plan, movers: Mapping[str, Mover], index: Index, options: ApplyOptions, events: Events | None = None
+) -> ApplyReport:
+    """Apply ``plan``; returns counts and every failed or skipped action with its reason."""
+    events = events or NoEvents()
+    started = time.monotonic()
+    units = group_by_object(plan.actions)
+    events.started(len(units), sum(a.size for a in plan.actions if a.op == "copy"))
+    run_id = index.start_run(
+        trigger=options.trigger, planned=len(plan.actions), plan_file=options.plan_file, policy=options.policy
+    )
+    report = ApplyReport(run_id)
+    try:
+        for results in _run_units(units, movers, options, events):
+            _record(index, run_id, results, report)
+            events.finished_object(results)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    finally:
+        report.seconds = time.monotonic() - started
+        index.finish_run(
+            run_id,
+            outcome=report.outcome,
+            done=report.done,
+            failed=report.failed,
+            skipped=report.skipped,
+            bytes_done=report.bytes,
+        )
+    return report
+
+
+def _run_units(
+    units: list[list[Action]], movers: Mapping[str, Mover], options: ApplyOptions, events: Events
+) -> Iterator[list[ActionResult]]:
+    """Yield each unit's results as it completes; at most ``2 * jobs`` units in flight.
+    On KeyboardInterrupt, units not started are dropped and running ones are finished
+    and yielded before the interrupt propagates."""
+    pending: set[Future[list[ActionResult]]] = set()
+    queue = iter(units)
+    jobs = max(1, options.jobs)
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tierctl-apply")
+    try:
+        while True:
+            for unit in queue:
+                pending.add(pool.submit(_Unit(unit, movers, options.digest, events.advanced).run))
+                if len(pending) >= 2 * jobs:
+                    break
+            if not pending:
+                return
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    except KeyboardInterrupt:
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                try:
+                    yield future.result()
+                except KeyboardInterrupt:
+                    break
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _record(index: Index, run_id: int, results: list[ActionResult], report: ApplyReport) -> None:
+    now = time.time()
+    with index.transaction():
+        for r in results:
+            a = r.action
+            if r.status == "done":
+                report.done += 1
+                report.bytes += r.bytes
+                if a.op == "copy" and r.entry is not None and r.checksum:
+                    index.record_copy(a.dataset, a.key, a.target, r.entry, r.checksum, now)
+                    if a.source:
+                        index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
+                elif a.op == "verify" and r.checksum:
+                    index.record_verified(a.dataset, a.key, a.target, r.checksum, now)
+                    if a.source:
+                        index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
+                elif a.op == "delete":
+                    index.record_delete(a.dataset, a.key, a.target)
+            else:
+                if r.status == "failed":
+                    report.failed += 1
+                else:
+                    report.skipped += 1
+                report.problems.append(r)
+            index.record_action(
+                run_id, a, r.status, bytes_done=r.bytes, checksum=r.checksum, error=r.error, now=now
+            )
+
+
+__all__ = ["ActionResult", "ApplyOptions", "ApplyReport", "Events", "MoverError", "NoEvents", "execute"]

@@ -1,0 +1,470 @@
+"""The index: one SQLite file (WAL), one row per placement.
+
+Writes happen on the calling thread in explicit transactions, batched; readers that must
+see a stable view while the writer works (a scan's merge-join) use a second connection,
+which WAL gives a consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from tierctl.errors import IndexUnusable, MoverError
+from tierctl.index.schema import MIGRATIONS, SCHEMA_VERSION
+from tierctl.model import MTIME_WINDOW, Entry, ObjectSnapshot, Placement, ScanReport
+
+BATCH = 10_000
+_PLACEMENT_COLUMNS = (
+    "dataset, key, tier, size, mtime, checksum, storage_class, etag, state,"
+    " first_seen, verified_at, changed_at"
+)
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds for ``key >= lo AND key < hi`` selecting keys that start with ``prefix``
+    (a range uses the primary key; ``LIKE 'p%'`` would not)."""
+    if not prefix:
+        return "", "\U0010ffff" * 2
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class TierUsage:
+    dataset: str
+    tier: str
+    objects: int
+    bytes: int
+
+
+class Index:
+    """Open with :meth:`open`; use from one thread (the executor funnels results to it)."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, *, create: bool = True) -> Index:
+        path = os.path.abspath(path)
+        if not os.path.exists(path):
+            if not create:
+                raise IndexUnusable(f"no index at {path}", hint="run `tierctl scan` first to build it")
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            # Create the file owner-only before SQLite does: its -wal and -shm files
+            # inherit this mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        conn = _connect(path)
+        index = cls(path, conn)
+        index._migrate()
+        return index
+
+    def _migrate(self) -> None:
+        try:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if tables:
+                    raise IndexUnusable(f"{self.path} is a SQLite file but not a tierctl index")
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnusable(f"{self.path}: not a usable SQLite index ({exc})") from None
+        if version > SCHEMA_VERSION:
+            raise IndexUnusable(
+                f"{self.path} has schema version {version}; this tierctl knows up to {SCHEMA_VERSION}",
+                hint="upgrade tierctl",
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[number]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- scan -----------------------------------------------------------------------------
+    def scan_tier(
+        self,
+        dataset: str,
+        tier: str,
+        prefix: str,
+        entries: Iterable[Entry],
+        now: float,
+        *,
+        allow_empty: bool = False,
+    ) -> ScanReport:
+        """Merge a sorted listing of one tier under ``prefix`` into the index.
+
+        Unchanged placements are not written. A tier that lists nothing where the index
+        holds present placements is not marked empty unless ``allow_empty``: an unmounted
+        disk must not look like "every file deleted".
+        """
+        report = ScanReport(dataset, tier)
+        lo, hi = prefix_range(prefix)
+        reader = _connect(self.path)
+        try:
+            rows = reader.execute(
+                "SELECT key, size, mtime, checksum, state, storage_class, etag FROM placements"
+                " WHERE dataset = ? AND tier = ? AND key >= ? AND key < ? ORDER BY key",
+                (dataset, tier, lo, hi),
+            )
+            self._merge(report, rows, entries, now, allow_empty)
+        finally:
+            reader.close()
+        return report
+
+    def _merge(
+        self,
+        report: ScanReport,
+        rows: Iterable[tuple[Any, ...]],
+        entries: Iterable[Entry],
+        now: float,
+        allow_empty: bool,
+    ) -> None:
+        dataset, tier = report.dataset, report.tier
+        inserts: list[tuple[Any, ...]] = []
+        changes: list[tuple[Any, ...]] = []
+        metadata: list[tuple[Any, ...]] = []
+        gone: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            if not (inserts or changes or metadata or gone):
+                return
+            with self.transaction() as tx:
+                tx.executemany(
+                    f"INSERT OR REPLACE INTO placements ({_PLACEMENT_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, NULL, NULL)",
+                    inserts,
+                )
+                tx.executemany(
+                    "UPDATE placements SET size = ?, mtime = ?, checksum = ?, storage_class = ?, etag = ?,"
+                    " state = 'present', verified_at = NULL, changed_at = ?"
+                    " WHERE dataset = ? AND key = ? AND tier = ?",
+                    changes,
+                )
+                tx.executemany(
+                    "UPDATE placements SET checksum = coalesce(?, checksum), storage_class = ?, etag = ?"
+                    " WHERE dataset = ? AND key = ? AND tier = ?",
+                    metadata,
+                )
+                tx.executemany(
+                    "UPDATE placements SET state = 'gone', changed_at = ?"
+                    " WHERE dataset = ? AND key = ? AND tier = ?",
+                    gone,
+                )
+            inserts.clear(), changes.clear(), metadata.clear(), gone.clear()
+
+        existing = iter(rows)
+        row = next(existing, None)
+        previous = ""
+        present_missing = 0
+        for entry in entries:
+            if entry.key <= previous and report.listed:
+                raise MoverError(f"listing of tier {tier!r} is not sorted at {entry.key!r} (a mover bug)")
+            previous = entry.key
+            report.listed += 1
+            report.bytes_listed += entry.size
+            while row is not None and row[0] < entry.key:
+                if row[4] == "present":
+                    gone.append((now, dataset, row[0], tier))
+                    report.gone += 1
+                row = next(existing, None)
+            if row is not None and row[0] == entry.key:
+                self._classify(report, row, entry, now, changes, metadata, inserts)
+                row = next(existing, None)
+            else:
+                inserts.append(_insert_row(dataset, tier, entry, now))
+                report.new += 1
+            if len(inserts) + len(changes) + len(metadata) + len(gone) >= BATCH:
+                flush()
+        while row is not None:
+            if row[4] == "present":
+                gone.append((now, dataset, row[0], tier))
+                present_missing += 1
+            row = next(existing, None)
+        if report.listed == 0 and present_missing and not allow_empty:
+            gone.clear()
+            report.errors.append(
+                f"tier {tier!r} lists no objects under dataset {dataset!r}, but the index knows "
+                f"{present_missing}; not marking them gone (is the tier mounted?). "
+                "Re-run with --allow-empty if they really were removed."
+            )
+        else:
+            report.gone += present_missing
+        flush()
+
+    @staticmethod
+    def _classify(
+        report: ScanReport,
+        row: tuple[Any, ...],
+        entry: Entry,
+        now: float,
+        changes: list[tuple[Any, ...]],
+        metadata: list[tuple[Any, ...]],
+        inserts: list[tuple[Any, ...]],
+    ) -> None:
+        key, size, mtime, checksum, state, storage_class, etag = row
+        dataset, tier = report.dataset, report.tier
+        if state != "present":
+            inserts.append(_insert_row(dataset, tier, entry, now))
+            report.new += 1
+            return
+        content_changed = (
+            size != entry.size
+            or abs(mtime - entry.mtime) > MTIME_WINDOW
+            or (
+                checksum is not None
+                and entry.checksum is not None
+                and checksum.partition(":")[0] == entry.checksum.partition(":")[0]
+                and checksum != entry.checksum
+            )
+        )
+        if content_changed:
+            changes.append(
+                (
+                    entry.size,
+                    entry.mtime,
+                    entry.checksum,
+                    entry.storage_class,
+                    entry.etag,
+                    now,
+                    dataset,
+                    key,
+                    tier,
+                )
+            )
+            report.changed += 1
+            return
+        report.unchanged += 1
+        if (
+            entry.storage_class != storage_class
+            or entry.etag != etag
+            or (entry.checksum is not None and checksum is None)
+        ):
+            metadata.append((entry.checksum, entry.storage_class, entry.etag, dataset, key, tier))
+
+    # -- reads for the planner and the CLI ---------------------------------------------------
+    def objects(self, dataset: str, prefix: str = "") -> Iterator[ObjectSnapshot]:
+        """Present placements of ``dataset`` grouped by object, in key order (streamed)."""
+        lo, hi = prefix_range(prefix)
+        rows = self.conn.execute(
+            f"SELECT {_PLACEMENT_COLUMNS} FROM placements"
+            " WHERE dataset = ? AND key >= ? AND key < ? AND state = 'present' ORDER BY key, tier",
+            (dataset, lo, hi),
+        )
+        for key, group in itertools.groupby((Placement(*r) for r in rows), key=lambda p: p.key):
+            placements = tuple(group)
+            yield ObjectSnapshot(dataset, key, placements, min(p.first_seen for p in placements))
+
+    def placements(self, key: str, *, include_gone: bool = False) -> list[Placement]:
+        state = "" if include_gone else " AND state = 'present'"
+        rows = self.conn.execute(
+            f"SELECT {_PLACEMENT_COLUMNS} FROM placements WHERE key = ?{state} ORDER BY dataset, tier", (key,)
+        )
+        return [Placement(*r) for r in rows]
+
+    def usage(self, prefix: str = "", dataset: str | None = None) -> list[TierUsage]:
+        """Objects and bytes per (dataset, tier) for present placements under ``prefix``."""
+        lo, hi = prefix_range(prefix)
+        sql = (
+            "SELECT dataset, tier, count(*), coalesce(sum(size), 0) FROM placements"
+            " WHERE state = 'present' AND key >= ? AND key < ?"
+        )
+        params: list[Any] = [lo, hi]
+        if dataset is not None:
+            sql += " AND dataset = ?"
+            params.append(dataset)
+        sql += " GROUP BY dataset, tier ORDER BY dataset, tier"
+        return [TierUsage(*r) for r in self.conn.execute(sql, params)]
+
+    def object_count(self, prefix: str = "", dataset: str | None = None) -> int:
+        lo, hi = prefix_range(prefix)
+        sql = (
+            "SELECT count(DISTINCT dataset || char(0) || key) FROM placements"
+            " WHERE state = 'present' AND key >= ? AND key < ?"
+        )
+        params: list[Any] = [lo, hi]
+        if dataset is not None:
+            sql += " AND dataset = ?"
+            params.append(dataset)
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
+    def listing(
+        self, prefix: str = "", limit: int | None = None
+    ) -> Iterator[tuple[str, str, int, float, list[str]]]:
+        """(dataset, key, size, mtime of newest placement, tiers) per object under ``prefix``."""
+        lo, hi = prefix_range(prefix)
+        rows = self.conn.execute(
+            "SELECT dataset, key, max(size), max(mtime), group_concat(tier, ',') FROM placements"
+            " WHERE state = 'present' AND key >= ? AND key < ? GROUP BY dataset, key ORDER BY key"
+            + (" LIMIT ?" if limit is not None else ""),
+            (lo, hi, limit) if limit is not None else (lo, hi),
+        )
+        for dataset, key, size, mtime, tiers in rows:
+            yield dataset, key, size, mtime, sorted(tiers.split(","))
+
+    # -- writes from the executor --------------------------------------------------------------
+    def record_copy(self, dataset: str, key: str, tier: str, entry: Entry, checksum: str, now: float) -> None:
+        self.conn.execute(
+            f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL)"
+            " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
+            " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
+            " state = 'present', verified_at = excluded.verified_at, changed_at = NULL",
+            (
+                dataset,
+                key,
+                tier,
+                entry.size,
+                entry.mtime,
+                checksum,
+                entry.storage_class,
+                entry.etag,
+                now,
+                now,
+            ),
+        )
+
+    def record_verified(self, dataset: str, key: str, tier: str, checksum: str, now: float) -> None:
+        self.conn.execute(
+            "UPDATE placements SET checksum = ?, verified_at = ? WHERE dataset = ? AND key = ? AND tier = ?",
+            (checksum, now, dataset, key, tier),
+        )
+
+    def record_delete(self, dataset: str, key: str, tier: str) -> None:
+        self.conn.execute(
+            "DELETE FROM placements WHERE dataset = ? AND key = ? AND tier = ?", (dataset, key, tier)
+        )
+
+    # -- runs and the action journal --------------------------------------------------------------
+    def start_run(
+        self,
+        *,
+        trigger: str,
+        planned: int,
+        policy: str | None = None,
+        plan_file: str | None = None,
+        now: float | None = None,
+    ) -> int:
+        with self.transaction() as tx:
+            cur = tx.execute(
+                "INSERT INTO runs (started_at, trigger, policy, plan_file, outcome, planned, pid, host)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+                (now or time.time(), trigger, policy, plan_file, planned, os.getpid(), socket.gethostname()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def record_action(
+        self,
+        run_id: int,
+        action: Any,
+        status: str,
+        *,
+        bytes_done: int = 0,
+        checksum: str | None = None,
+        error: str | None = None,
+        now: float,
+    ) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO actions (run_id, action_id, op, dataset, key, source, target, status,"
+            " bytes, checksum, reason, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                action.id,
+                action.op,
+                action.dataset,
+                action.key,
+                action.source,
+                action.target,
+                status,
+                bytes_done,
+                checksum,
+                action.reason,
+                error,
+                now,
+            ),
+        )
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        outcome: str,
+        done: int,
+        failed: int,
+        skipped: int,
+        bytes_done: int,
+        error: str | None = None,
+    ) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, done = ?, failed = ?, skipped = ?, bytes = ?,"
+                " error = ? WHERE id = ?",
+                (time.time(), outcome, done, failed, skipped, bytes_done, error, run_id),
+            )
+
+    def dump(self) -> list[tuple[Any, ...]]:
+        """Every placement row, for tests and debugging."""
+        return list(
+            self.conn.execute(f"SELECT {_PLACEMENT_COLUMNS} FROM placements ORDER BY dataset, key, tier")
+        )
+
+
+def _insert_row(dataset: str, tier: str, entry: Entry, now: float) -> tuple[Any, ...]:
+    return (
+        dataset,
+        entry.key,
+        tier,
+        entry.size,
+        entry.mtime,
+        entry.checksum,
+        entry.storage_class,
+        entry.etag,
+        now,
+    )
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA busy_timeout = 30000")
+    except sqlite3.DatabaseError as exc:
+        raise IndexUnusable(f"{path}: not a usable SQLite index ({exc})") from None
+    return conn
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (migrations hold no ';' inside literals)."""
+    out = []
+    for part in script.split(";"):
+        lines = [line.split("--", 1)[0] for line in part.splitlines()]
+        statement = "\n".join(lines).strip()
+        if statement:
+            out.append(statement)
+    return out

@@ -1,0 +1,67 @@
+"""Schema migrations, applied in order; ``PRAGMA user_version`` is the schema version.
+
+A migration is only ever appended, never edited: an index written by an older tierctl
+is brought forward on open; one from a newer tierctl is refused.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: placements, runs and the per-action journal/audit trail.
+    """
+    CREATE TABLE placements (
+        dataset       TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        tier          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        mtime         REAL NOT NULL,          -- content mtime, seconds since the epoch
+        checksum      TEXT,                   -- "algo:hex"
+        storage_class TEXT,
+        etag          TEXT,
+        state         TEXT NOT NULL DEFAULT 'present',  -- present | gone
+        first_seen    REAL NOT NULL,
+        verified_at   REAL,
+        changed_at    REAL,
+        PRIMARY KEY (dataset, key, tier)
+    ) WITHOUT ROWID;
+    CREATE INDEX placements_by_tier ON placements (dataset, tier, key);
+
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        trigger     TEXT NOT NULL,            -- manual | schedule | catch-up
+        policy      TEXT,
+        plan_file   TEXT,
+        outcome     TEXT,                     -- running | ok | partial | failed | interrupted
+        planned     INTEGER NOT NULL DEFAULT 0,
+        done        INTEGER NOT NULL DEFAULT 0,
+        failed      INTEGER NOT NULL DEFAULT 0,
+        skipped     INTEGER NOT NULL DEFAULT 0,
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        pid         INTEGER,
+        host        TEXT
+    );
+
+    CREATE TABLE actions (
+        run_id      INTEGER NOT NULL REFERENCES runs (id),
+        action_id   INTEGER NOT NULL,
+        op          TEXT NOT NULL,
+        dataset     TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        source      TEXT,
+        target      TEXT NOT NULL,
+        status      TEXT NOT NULL,            -- done | failed | skipped
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        checksum    TEXT,
+        reason      TEXT,
+        error       TEXT,
+        finished_at REAL NOT NULL,
+        PRIMARY KEY (run_id, action_id)
+    );
+    CREATE INDEX actions_by_object ON actions (dataset, key);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

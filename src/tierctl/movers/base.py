@@ -1,0 +1,129 @@
+"""The mover contract: a small required core plus optional abilities behind capability flags.
+
+Required: ``list``, ``stat``, ``read_chunks``, ``write``, ``delete``.
+Optional (``Capabilities`` says which exist): ``server_side_copy``, ``set_storage_class``,
+``restore``. Callers check the flag and fall back; an optional method that is called
+without its flag raises :class:`Unsupported`.
+
+Keys are relative to the tier root, '/'-separated, and pass :func:`check_key`.
+"""
+
+from __future__ import annotations
+
+import abc
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from tierctl.errors import MoverError, UnsafeKey
+from tierctl.model import Entry
+
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a mover can do beyond the required core.
+
+    ``native_digests``: digest algorithms the store reports for a written object without
+    reading it back (S3: ``md5`` for single-part uploads; GCS: ``md5``, ``crc32c``), so a
+    copy can be verified without a second read.
+    ``atomic_write``: a reader never sees a half-written object under its final key.
+    """
+
+    server_side_copy: bool = False
+    set_storage_class: bool = False
+    restore: bool = False
+    max_connections: int = 16
+    native_digests: tuple[str, ...] = ()
+    atomic_write: bool = True
+
+
+class Unsupported(MoverError):
+    """The mover does not offer this optional ability."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is safe on every store, else raise :class:`UnsafeKey`.
+
+    Refused: empty keys, absolute keys, ``.``/``..`` or empty segments, NUL and other
+    control characters, and keys that are not in Unicode NFC (two spellings of one name
+    would become two objects on some stores and one on others).
+    """
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise UnsafeKey(f"unsafe key {key!r}: must be a relative path to a file")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise UnsafeKey(f"unsafe key {key!r}: empty, '.' or '..' segment")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise UnsafeKey(f"unsafe key {key!r}: control character")
+    if not unicodedata.is_normalized("NFC", key):
+        raise UnsafeKey(
+            f"unsafe key {key!r}: not in Unicode NFC",
+            hint="rename the file to its NFC form; tierctl keeps one spelling per name",
+        )
+    return key
+
+
+class Mover(abc.ABC):
+    """One tier's storage. Instances are used from several threads at once."""
+
+    url: str
+    capabilities: Capabilities = Capabilities()
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Every object whose key starts with ``prefix``, recursively, sorted by key
+        (code-point order, which is UTF-8 byte order). Keys failing ``check_key`` are
+        skipped; the caller learns of them through ``skipped_keys``."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> Entry:
+        """The object's current entry; :class:`ObjectNotFound` if absent."""
+
+    @abc.abstractmethod
+    def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The object's bytes, streamed; memory stays bounded by ``chunk_size``."""
+
+    @abc.abstractmethod
+    def write(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size: int,
+        mtime: float,
+        durable: bool = False,
+        storage_class: str | None = None,
+    ) -> Entry:
+        """Store ``chunks`` under ``key`` (replacing any object there) with the content
+        mtime ``mtime``, atomically where ``capabilities.atomic_write``. With ``durable``
+        the bytes are on stable storage when this returns (the caller may then delete
+        the source). Returns the stored entry, with any native checksum."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; :class:`ObjectNotFound` if absent."""
+
+    # -- optional abilities -------------------------------------------------------------
+    def server_side_copy(self, src_key: str, dst: Mover, dst_key: str) -> Entry:
+        """Copy inside one store without moving bytes through this process."""
+        raise Unsupported(f"{self.url}: no server-side copy")
+
+    def set_storage_class(self, key: str, storage_class: str) -> Entry:
+        """Change the object's storage class in place."""
+        raise Unsupported(f"{self.url}: cannot change storage classes")
+
+    def restore(self, key: str, *, days: int, tier: str) -> None:
+        """Start bringing an archived object back to readable."""
+        raise Unsupported(f"{self.url}: cannot restore archived objects")
+
+    def skipped_keys(self) -> list[str]:
+        """Names the last ``list`` passed over because they are unsafe or not regular files."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections; the mover is not used afterwards."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,226 @@
+"""Local folders (``file://``): os.scandir listings, temp-name + rename writes."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat as stat_module
+from collections.abc import Iterable, Iterator
+from urllib.parse import unquote, urlsplit
+
+from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
+from tierctl.model import Entry
+from tierctl.movers.base import CHUNK_SIZE, Capabilities, Mover, check_key
+
+TEMP_PREFIX = ".tierctl-tmp-"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _os_error(exc: OSError, what: str) -> MoverError:
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFound(f"{what}: not found")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return MoverError(f"{what}: permission denied", hint="check the tier folder's owner and mode")
+    if exc.errno == errno.ENOSPC:
+        return MoverError(f"{what}: no space left on device", hint="free space on the tier")
+    if exc.errno == errno.EROFS:
+        return MoverError(f"{what}: read-only file system")
+    return MoverError(f"{what}: {exc.strerror or exc}", retryable=exc.errno in (errno.EIO, errno.EAGAIN))
+
+
+def path_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
+        raise ValueError(f"not a local file URL: {url}")
+    return unquote(parts.path)
+
+
+class LocalMover(Mover):
+    """A tier that is a folder on a local or mounted file system.
+
+    Symlinks are never followed: a listing skips them and a write refuses a key whose
+    parent folder resolves outside the tier root.
+    """
+
+    capabilities = Capabilities(max_connections=32, atomic_write=True)
+
+    def __init__(self, url: str, **options: object) -> None:
+        self.url = url
+        self.root = os.path.abspath(path_from_url(url))
+        self._real_root = os.path.realpath(self.root)
+        self._skipped: list[str] = []
+
+    # -- required core ------------------------------------------------------------------
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        self._skipped = []
+        base, _, name_prefix = prefix.rpartition("/")
+        start = os.path.join(self.root, *base.split("/")) if base else self.root
+        rel_base = f"{base}/" if base else ""
+        if not os.path.isdir(start):
+            return
+        stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [
+            iter(self._sorted_entries(start, rel_base, name_prefix))
+        ]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                continue
+            rel, entry = item
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(iter(self._sorted_entries(entry.path, rel + "/", "")))
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between readdir and stat
+            if not stat_module.S_ISREG(st.st_mode):
+                self._skipped.append(rel)
+                continue
+            try:
+                check_key(rel)
+            except UnsafeKey:
+                self._skipped.append(rel)
+                continue
+            yield Entry(key=rel, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+
+    def _sorted_entries(
+        self, path: str, rel_base: str, name_prefix: str
+    ) -> list[tuple[str, os.DirEntry[str]]]:
+        # Sorting a directory as name + "/" puts "a/..." after "a.txt", so the walk
+        # yields keys in global code-point order, the order S3 and GCS list in.
+        try:
+            with os.scandir(path) as it:
+                entries = [
+                    e for e in it if e.name.startswith(name_prefix) and not e.name.startswith(TEMP_PREFIX)
+                ]
+        except OSError as exc:
+            raise _os_error(exc, f"listing {path}") from exc
+        keyed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries]
+        keyed.sort(key=lambda pair: pair[0])
+        return [(rel_base + e.name, e) for _, e in keyed]
+
+    def stat(self, key: str) -> Entry:
+        path = self._path(key)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        if not stat_module.S_ISREG(st.st_mode):
+            raise ObjectNotFound(f"{self.url}/{key}: not a regular file")
+        return Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+
+    def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        with open(fd, "rb", buffering=0) as f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def write(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size: int,
+        mtime: float,
+        durable: bool = False,
+        storage_class: str | None = None,
+    ) -> Entry:
+        path = self._path(key)
+        parent = os.path.dirname(path)
+        what = f"{self.url}/{key}"
+        try:
+            fd, tmp = self._temp_file(parent)
+        except OSError as exc:
+            raise _os_error(exc, what) from exc
+        try:
+            with open(fd, "wb") as f:
+                os.fchmod(f.fileno(), _FILE_MODE)
+                for chunk in chunks:
+                    f.write(chunk)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            mtime_ns = round(mtime * 1e9)
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.replace(tmp, path)
+            if durable:
+                _fsync_dir(parent)
+        except BaseException as exc:
+            _unlink_quietly(tmp)
+            if isinstance(exc, OSError):
+                raise _os_error(exc, what) from exc
+            raise
+        return self.stat(key)
+
+    def _temp_file(self, parent: str) -> tuple[int, str]:
+        import tempfile
+
+        for _attempt in range(3):
+            os.makedirs(parent, exist_ok=True)
+            real_parent = os.path.realpath(parent)
+            if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
+                raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
+            try:
+                return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
+            except FileNotFoundError:
+                continue  # a concurrent delete pruned the empty folder: make it again
+        return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        self._prune_empty_parents(os.path.dirname(path))
+
+    def _prune_empty_parents(self, folder: str) -> None:
+        while folder != self.root and folder.startswith(self.root + os.sep):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return  # not empty (or already gone): stop
+            folder = os.path.dirname(folder)
+
+    def skipped_keys(self) -> list[str]:
+        return list(self._skipped)
+
+    def remove_temp_files(self) -> int:
+        """Delete temp files left by interrupted writes; returns how many."""
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    _unlink_quietly(os.path.join(dirpath, name))
+                    removed += 1
+        return removed
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

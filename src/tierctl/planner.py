@@ -1,0 +1,161 @@
+"""The planner: current placements (index) + policies -> a plan. Pure: no I/O, no clock.
+
+For each object the first matching rule gives the desired placement set (or delete);
+the plan is the difference, ordered so the safety invariants hold by construction:
+
+- every delete of a non-desired placement requires all copies (and verifications of
+  existing, not yet verified, desired placements) of that object to succeed first, and
+  names the tiers that must still hold the object when it runs (``keep``);
+- a placement is deleted without a surviving copy only by an explicit ``delete`` rule;
+- stale copies (older content than the object's newest placement) are overwritten on
+  desired tiers and deleted elsewhere; nothing is ever copied from a stale placement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from tierctl.model import ObjectSnapshot, Placement
+from tierctl.plan import Action, Expect, Plan
+from tierctl.policies.evaluate import Decision, current_version, decide
+from tierctl.policies.model import Config
+
+
+@dataclass
+class _Ids:
+    next: int = 1
+
+    def take(self) -> int:
+        value = self.next
+        self.next += 1
+        return value
+
+
+def make_plan(config: Config, objects: Iterable[ObjectSnapshot], now: float) -> Plan:
+    """Plan every object in ``objects`` (streamed; memory grows only with the actions)."""
+    plan = Plan(created_at=now, config_path=config.path, config_fingerprint=config.fingerprint())
+    ids = _Ids()
+    tier_order = {name: i for i, name in enumerate(config.tiers)}
+    for obj in objects:
+        plan.objects_considered += 1
+        plan.actions.extend(plan_object(config, obj, now, ids, tier_order))
+    return plan
+
+
+def plan_object(
+    config: Config, obj: ObjectSnapshot, now: float, ids: _Ids, tier_order: dict[str, int]
+) -> Iterator[Action]:
+    present = tuple(p for p in obj.placements if p.state == "present" and p.tier in config.tiers)
+    if not present:
+        return
+    version = current_version(present, tier_order)
+    decision = decide(config, obj, version, now)
+    if decision is None:
+        return
+    if decision.delete:
+        yield from _deletes_for_rule(obj, present, version, decision, ids)
+        return
+    yield from _placements_for(obj, present, version, decision, ids, tier_order)
+
+
+def _deletes_for_rule(
+    obj: ObjectSnapshot, present: tuple[Placement, ...], version: Placement, decision: Decision, ids: _Ids
+) -> Iterator[Action]:
+    reason = decision.reason()
+    for p in sorted(present, key=lambda p: p.tier):
+        yield Action(
+            id=ids.take(),
+            op="delete",
+            dataset=obj.dataset,
+            key=obj.key,
+            target=p.tier,
+            size=version.size,
+            mtime=version.mtime,
+            checksum=version.checksum,
+            expect=Expect(p.size, p.mtime),
+            explicit=True,
+            reason=reason,
+            policy=decision.policy.name,
+            rule=decision.rule.index,
+        )
+
+
+def _placements_for(
+    obj: ObjectSnapshot,
+    present: tuple[Placement, ...],
+    version: Placement,
+    decision: Decision,
+    ids: _Ids,
+    tier_order: dict[str, int],
+) -> Iterator[Action]:
+    desired = decision.desired
+    by_tier = {p.tier: p for p in present}
+    current = {p.tier: p for p in present if p.same_content(version)}
+    undesired = [t for t in sorted(by_tier, key=tier_order.__getitem__) if t not in desired]
+    sources = sorted(current, key=lambda t: (t in desired, tier_order[t]))
+    # Read from a placement that is about to go if there is one: it is the copy the
+    # move is for, and it leaves desired tiers free to serve readers.
+    source = sources[0]
+    reason = decision.reason()
+    common = {
+        "dataset": obj.dataset,
+        "key": obj.key,
+        "size": version.size,
+        "mtime": version.mtime,
+        "checksum": version.checksum,
+        "reason": reason,
+        "policy": decision.policy.name,
+        "rule": decision.rule.index,
+    }
+    prerequisites: list[int] = []
+    for tier in desired:
+        if tier in current:
+            continue
+        stale = by_tier.get(tier)
+        action = Action(
+            id=ids.take(),
+            op="copy",
+            source=source,
+            target=tier,
+            expect=Expect(stale.size, stale.mtime) if stale else None,
+            **common,
+        )
+        prerequisites.append(action.id)
+        yield action
+    if not undesired:
+        return
+    for tier in desired:
+        placement = current.get(tier)
+        if (
+            placement is not None
+            and placement.verified_at is None
+            and not _checksums_agree(placement, version, current)
+        ):
+            verify_source = next((t for t in sources if t != tier), None)
+            if verify_source is None:
+                continue
+            action = Action(id=ids.take(), op="verify", source=verify_source, target=tier, **common)
+            prerequisites.append(action.id)
+            yield action
+    for tier in undesired:
+        p = by_tier[tier]
+        yield Action(
+            id=ids.take(),
+            op="delete",
+            target=tier,
+            expect=Expect(p.size, p.mtime),
+            keep=desired,
+            requires=tuple(prerequisites),
+            **common,
+        )
+
+
+def _checksums_agree(placement: Placement, version: Placement, current: dict[str, Placement]) -> bool:
+    """A desired placement whose recorded checksum equals another current placement's (same
+    algorithm) needs no re-verification: the digests already prove the bytes equal."""
+    if not placement.checksum:
+        return False
+    return any(
+        other.tier != placement.tier and other.checksum == placement.checksum for other in current.values()
+    )

@@ -1,0 +1,410 @@
+"""Load and validate a policy file. Every problem is reported with file:line:column and a hint.
+
+YAML is composed to nodes (not loaded) so every value keeps its position; validation then
+walks plain data and looks positions up by path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from difflib import get_close_matches
+from typing import Any
+
+import yaml
+
+from tierctl.errors import ConfigError, ConfigErrors, ExpressionError, Location
+from tierctl.movers.digest import ALGORITHMS
+from tierctl.policies import expr
+from tierctl.policies.model import Config, Dataset, Policy, Rule, Tier
+
+Path = tuple[str | int, ...]
+MAX_CONFIG_BYTES = 4 << 20
+
+TOP_KEYS = ("version", "index", "digest", "tiers", "datasets", "policies")
+TIER_KEYS = ("url", "storage_class", "mover", "options", "description")
+DATASET_KEYS = ("prefix", "home", "description")
+POLICY_KEYS = ("name", "dataset", "schedule", "include", "exclude", "rules", "description")
+RULE_KEYS = ("when", "place", "delete", "description")
+
+
+class _Doc:
+    """Plain data from YAML nodes plus the position of every value and mapping key."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.values: dict[Path, Location] = {}
+        self.keys: dict[Path, Location] = {}
+        self._scalars = yaml.SafeLoader("")
+
+    def loc(self, where: Path, *, key: bool = False) -> Location:
+        table = self.keys if key else self.values
+        probe = where
+        while probe:
+            if probe in table:
+                return table[probe]
+            probe = probe[:-1]
+            table = self.values
+        return self.values.get((), Location(self.path, 1, 1))
+
+    def convert(self, node: yaml.Node, where: Path) -> Any:
+        self.values[where] = _location(self.path, node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+                if key in out:
+                    raise ConfigError(
+                        f"duplicate key {key!r}",
+                        location=_location(self.path, key_node),
+                        hint="each key may appear once in a mapping",
+                    )
+                self.keys[(*where, key)] = _location(self.path, key_node)
+                out[key] = self.convert(value_node, (*where, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
+        return self._scalars.construct_object(node, deep=True)
+
+
+def _location(path: str, node: yaml.Node) -> Location:
+    mark = node.start_mark
+    return Location(path, mark.line + 1, mark.column + 1)
+
+
+def load_config(path: str, *, index_override: str | None = None) -> Config:
+    """Read, parse and validate the policy file at ``path``."""
+    path = os.path.abspath(path)
+    try:
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: policy file larger than {MAX_CONFIG_BYTES >> 20} MiB",
+                hint="is this the right file?",
+            )
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"policy file not found: {path}",
+            hint="run `tierctl init` to write a starter, or pass -c PATH / set $TIERCTL_CONFIG",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, path, index_override=index_override)
+
+
+def parse_config(text: str, path: str, *, index_override: str | None = None) -> Config:
+    doc = _Doc(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path, 1, 1)
+        raise ConfigError(
+            f"YAML syntax: {exc.problem or exc.context}",
+            location=loc,
+            hint="check indentation and quoting near this place",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML: {exc}", location=Location(path, 1, 1)) from None
+    if root is None:
+        raise ConfigError(
+            "policy file is empty",
+            location=Location(path, 1, 1),
+            hint="run `tierctl init` to write a starter",
+        )
+    try:
+        data = doc.convert(root, ())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML: {exc}", location=Location(path, 1, 1)) from None
+    return _Validator(doc, path, index_override).run(data)
+
+
+class _Validator:
+    def __init__(self, doc: _Doc, path: str, index_override: str | None) -> None:
+        self.doc = doc
+        self.path = path
+        self.base_dir = os.path.dirname(path)
+        self.index_override = index_override
+        self.problems: list[ConfigError] = []
+
+    def problem(self, where: Path, message: str, hint: str = "", *, key: bool = False) -> None:
+        self.problems.append(ConfigError(message, hint=hint, location=self.doc.loc(where, key=key)))
+
+    # -- helpers --------------------------------------------------------------------------
+    def mapping(self, value: Any, where: Path, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.problem(where, f"{what} must be a mapping, got {_type_name(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                close = get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
+                self.problem((*where, key), f"unknown key {key!r} in {what}", hint, key=True)
+        return value
+
+    def string(self, value: Any, where: Path, what: str, *, required: bool = True) -> str | None:
+        if value is None:
+            if required:
+                self.problem(where, f"{what} is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(where, f"{what} must be a non-empty string, got {_type_name(value)}")
+            return None
+        return value
+
+    def string_list(self, value: Any, where: Path, what: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(where, f"{what} must be a list of strings")
+            return ()
+        return tuple(value)
+
+    def name_ref(self, name: str, where: Path, known: dict[str, Any], what: str) -> bool:
+        if name in known:
+            return True
+        close = get_close_matches(name, list(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known {what}s: {', '.join(known) or 'none'}"
+        self.problem(where, f"unknown {what} {name!r}", hint)
+        return False
+
+    # -- sections -------------------------------------------------------------------------
+    def run(self, data: Any) -> Config:
+        top = self.mapping(data, (), TOP_KEYS, "the policy file")
+        version = top.get("version", 1)
+        if version != 1:
+            self.problem(("version",), f"unsupported version {version!r}", "this tierctl reads version: 1")
+        digest = top.get("digest", "crc32c")
+        if digest not in ALGORITHMS:
+            self.problem(("digest",), f"unknown digest {digest!r}", f"use one of: {', '.join(ALGORITHMS)}")
+        tiers = self.tiers(top.get("tiers"))
+        datasets = self.datasets(top.get("datasets"), tiers)
+        policies = self.policies(top.get("policies"), tiers, datasets)
+        index = self.index_path(top.get("index"))
+        if self.problems:
+            raise ConfigErrors(self.problems) if len(self.problems) > 1 else self.problems[0]
+        return Config(self.path, tiers, datasets, policies, index, digest)
+
+    def index_path(self, value: Any) -> str:
+        if self.index_override:
+            return os.path.abspath(self.index_override)
+        if value is None:
+            return os.path.join(self.base_dir, ".tierctl", "index.db")
+        text = self.string(value, ("index",), "index")
+        return os.path.join(self.base_dir, os.path.expanduser(text or ""))
+
+    def tiers(self, value: Any) -> dict[str, Tier]:
+        if value is None:
+            self.problem((), "no tiers declared", "add a `tiers:` section, e.g. `hot: {url: ./hot}`")
+            return {}
+        section = self.mapping(value, ("tiers",), tuple(value) if isinstance(value, dict) else (), "tiers")
+        tiers: dict[str, Tier] = {}
+        for name, body in section.items():
+            where: Path = ("tiers", name)
+            if isinstance(body, str):
+                body = {"url": body}
+            spec = self.mapping(body, where, TIER_KEYS, f"tier {name!r}")
+            url = self.string(spec.get("url"), (*where, "url"), f"tier {name!r}: url")
+            storage_class = spec.get("storage_class")
+            if storage_class is not None and not isinstance(storage_class, str):
+                self.problem((*where, "storage_class"), "storage_class must be a string")
+                storage_class = None
+            options = spec.get("options") or {}
+            if not isinstance(options, dict):
+                self.problem((*where, "options"), "options must be a mapping")
+                options = {}
+            mover = spec.get("mover", "auto")
+            if url:
+                tiers[name] = Tier(name, self.resolve_url(url), storage_class, str(mover), options)
+        self.check_tier_overlap(tiers)
+        return tiers
+
+    def resolve_url(self, url: str) -> str:
+        if "://" in url:
+            return url
+        path = os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(url)))
+        return "file://" + path
+
+    def check_tier_overlap(self, tiers: dict[str, Tier]) -> None:
+        seen: dict[tuple[str, str | None], str] = {}
+        for name, tier in tiers.items():
+            same = seen.get((tier.url, tier.storage_class))
+            if same:
+                self.problem(
+                    ("tiers", name, "url"),
+                    f"tier {name!r} has the same url and storage class as {same!r}",
+                    "two tiers must differ in url or storage_class",
+                )
+            seen[(tier.url, tier.storage_class)] = name
+        for a in tiers.values():
+            for b in tiers.values():
+                if a.url != b.url and b.url.startswith(a.url.rstrip("/") + "/"):
+                    self.problem(
+                        ("tiers", b.name, "url"),
+                        f"tier {b.name!r} lies inside tier {a.name!r} ({a.url})",
+                        "tier roots must not nest: a scan of one would see the other's objects",
+                    )
+
+    def datasets(self, value: Any, tiers: dict[str, Tier]) -> dict[str, Dataset]:
+        if value is None:
+            return {}
+        section = self.mapping(
+            value, ("datasets",), tuple(value) if isinstance(value, dict) else (), "datasets"
+        )
+        datasets: dict[str, Dataset] = {}
+        for name, body in section.items():
+            where: Path = ("datasets", name)
+            spec = self.mapping(body, where, DATASET_KEYS, f"dataset {name!r}")
+            prefix = spec.get("prefix", "")
+            if not isinstance(prefix, str) or prefix.startswith("/") or ".." in prefix.split("/"):
+                self.problem(
+                    (*where, "prefix"),
+                    f"dataset {name!r}: prefix must be a relative key prefix",
+                    "e.g. prefix: events/",
+                )
+                continue
+            if prefix and not prefix.endswith("/"):
+                prefix += "/"
+            home = spec.get("home")
+            if home is not None:
+                self.name_ref(str(home), (*where, "home"), tiers, "tier")
+            datasets[name] = Dataset(name, prefix, home)
+        names = sorted(datasets.values(), key=lambda d: d.prefix)
+        for a, b in itertools.pairwise(names):
+            if b.prefix.startswith(a.prefix):
+                self.problem(
+                    ("datasets", b.name, "prefix"),
+                    f"datasets {a.name!r} and {b.name!r} overlap ({a.prefix!r} contains {b.prefix!r})",
+                    "each object must belong to one dataset",
+                )
+        return datasets
+
+    def policies(
+        self, value: Any, tiers: dict[str, Tier], datasets: dict[str, Dataset]
+    ) -> tuple[Policy, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(("policies",), "policies must be a list", "start each policy with `- name: ...`")
+            return ()
+        policies: list[Policy] = []
+        names: set[str] = set()
+        for i, body in enumerate(value):
+            where: Path = ("policies", i)
+            spec = self.mapping(body, where, POLICY_KEYS, "a policy")
+            name = self.string(spec.get("name"), (*where, "name"), "policy name") or f"#{i + 1}"
+            if name in names:
+                self.problem((*where, "name"), f"duplicate policy name {name!r}")
+            names.add(name)
+            dataset = self.string(spec.get("dataset"), (*where, "dataset"), f"policy {name!r}: dataset")
+            if dataset:
+                self.name_ref(dataset, (*where, "dataset"), datasets, "dataset")
+            schedule = spec.get("schedule")
+            if schedule is not None:
+                self.check_schedule(schedule, (*where, "schedule"))
+            include = self.string_list(spec.get("include"), (*where, "include"), "include")
+            exclude = self.string_list(spec.get("exclude"), (*where, "exclude"), "exclude")
+            rules = self.rules(spec.get("rules"), (*where, "rules"), name, tiers)
+            policies.append(Policy(name, dataset or "", rules, schedule, include, exclude))
+        return tuple(policies)
+
+    def check_schedule(self, schedule: Any, where: Path) -> None:
+        if not isinstance(schedule, str):
+            self.problem(where, "schedule must be a cron expression string", 'e.g. schedule: "0 * * * *"')
+            return
+        from croniter import croniter
+
+        if not croniter.is_valid(schedule):
+            self.problem(
+                where,
+                f"bad cron expression {schedule!r}",
+                'five fields: minute hour day month weekday, e.g. "0 3 * * *"',
+            )
+
+    def rules(self, value: Any, where: Path, policy: str, tiers: dict[str, Tier]) -> tuple[Rule, ...]:
+        if not isinstance(value, list) or not value:
+            self.problem(
+                where,
+                f"policy {policy!r}: rules must be a non-empty list",
+                "e.g. rules: [{when: 'age < 7d', place: [hot]}]",
+            )
+            return ()
+        rules: list[Rule] = []
+        for i, body in enumerate(value):
+            rule_where: Path = (*where, i)
+            spec = self.mapping(body, rule_where, RULE_KEYS, "a rule")
+            when = spec.get("when", "true")
+            if not isinstance(when, str):
+                when = str(when).lower() if isinstance(when, bool) else None
+            condition = self.condition(when, (*rule_where, "when"))
+            place, delete = self.outcome(spec, rule_where, tiers)
+            if condition is not None and when is not None and (place is not None or delete):
+                rules.append(Rule(i + 1, when, condition, place, delete))
+        return tuple(rules)
+
+    def condition(self, when: str | None, where: Path) -> expr.Node | None:
+        if when is None:
+            self.problem(where, "when must be a condition string", "e.g. when: 'age < 7d'")
+            return None
+        try:
+            return expr.parse(when)
+        except ExpressionError as exc:
+            base = self.doc.loc(where)
+            # Point at the character when the scalar is on one line (plain or quoted).
+            quoted = 1 if self._is_quoted(base) else 0
+            loc = Location(base.path, base.line, base.column + quoted + exc.column - 1)
+            self.problems.append(ConfigError(f"in `{when}`: {exc.message}", hint=exc.hint, location=loc))
+            return None
+
+    def _is_quoted(self, loc: Location) -> bool:
+        try:
+            with open(loc.path, encoding="utf-8") as f:
+                for _ in range(loc.line - 1):
+                    f.readline()
+                line = f.readline()
+        except OSError:
+            return False
+        return len(line) >= loc.column and line[loc.column - 1] in "'\""
+
+    def outcome(
+        self, spec: dict[str, Any], where: Path, tiers: dict[str, Tier]
+    ) -> tuple[tuple[str, ...] | None, bool]:
+        delete = spec.get("delete", False)
+        if not isinstance(delete, bool):
+            self.problem((*where, "delete"), "delete must be true or false")
+            delete = False
+        place_value = spec.get("place")
+        if delete and place_value is not None:
+            self.problem(where, "a rule has either place or delete, not both")
+            return None, False
+        if not delete and place_value is None:
+            self.problem(where, "a rule needs `place: [tiers]` or `delete: true`")
+            return None, False
+        if place_value is None:
+            return None, True
+        place = self.string_list(place_value, (*where, "place"), "place")
+        ok = all([self.name_ref(t, (*where, "place"), tiers, "tier") for t in place])
+        if not place:
+            self.problem(
+                (*where, "place"), "place needs at least one tier", "to remove objects use `delete: true`"
+            )
+            return None, False
+        return (tuple(dict.fromkeys(place)) if ok else None), False
+
+
+def _type_name(value: Any) -> str:
+    names: dict[type, str] = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+        type(None): "nothing",
+    }
+    return names.get(type(value), type(value).__name__)
