@@ -10,6 +10,7 @@ a copy done but not recorded is found and verified by the next run, not redone b
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -33,6 +34,9 @@ class ApplyOptions:
     trigger: str = "manual"
     plan_file: str | None = None
     policy: str | None = None
+    # Set by a signal handler (daemon SIGTERM): no new units start, running ones finish
+    # and are recorded, and the run ends as "interrupted".
+    stop: threading.Event | None = None
 
 
 @dataclass
@@ -209,6 +213,8 @@ def execute(
         for results in _run_units(units, movers, options, events):
             _record(index, run_id, results, report)
             events.finished_object(results)
+        if options.stop is not None and options.stop.is_set():
+            report.interrupted = True
     except KeyboardInterrupt:
         report.interrupted = True
         raise
@@ -238,6 +244,8 @@ def _run_units(
     try:
         while True:
             for unit in queue:
+                if options.stop is not None and options.stop.is_set():
+                    break
                 pending.add(pool.submit(_Unit(unit, movers, options.digest, events.advanced).run))
                 if len(pending) >= 2 * jobs:
                     break
