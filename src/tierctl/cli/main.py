@@ -9,8 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import click
 import typer
+
+try:  # typer >= 0.24 ships its own copy of click; earlier versions use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException
 
 from tierctl import __version__, api
 from tierctl.errors import (
@@ -95,8 +99,10 @@ def demo(
     folder: str = typer.Option(
         "tierctl-demo", "--dir", help="Sandbox folder to create (must not exist or be empty)."
     ),
-    files: int = typer.Option(300, "--files", min=1, max=100_000, help="How many files to generate."),
-    jobs: int = typer.Option(8, "--jobs", "-j", min=1, max=256, help="Parallel copies."),
+    files: int = typer.Option(
+        300, "--files", min=1, max=100_000, metavar="N", help="How many files to generate."
+    ),
+    jobs: int = typer.Option(8, "--jobs", "-j", min=1, max=256, metavar="N", help="Parallel copies."),
 ) -> None:
     """Build a sandbox (tiers hot, warm, cold; a year of log files) and run scan, plan, apply, where."""
     from tierctl.demo import build_sandbox
@@ -219,7 +225,9 @@ def apply(
         None, metavar="[PLAN_FILE]", help="A plan saved by `tierctl plan -o`."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    jobs: int = typer.Option(8, "--jobs", "-j", min=1, max=256, help="Objects worked on in parallel."),
+    jobs: int = typer.Option(
+        8, "--jobs", "-j", min=1, max=256, metavar="N", help="Objects worked on in parallel."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (implies no progress bar)."),
     refresh: bool = typer.Option(False, "--refresh", help="Scan the tiers before planning."),
 ) -> int:
@@ -285,7 +293,7 @@ def where(
 def ls(
     ctx: typer.Context,
     prefix: str = typer.Argument("", help="A key prefix or a dataset name (default: everything)."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many objects."),
+    limit: int | None = typer.Option(None, "--limit", min=1, metavar="N", help="At most this many objects."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines, one object each."),
 ) -> None:
     """List objects with their size, newest mtime and tiers."""
@@ -333,12 +341,12 @@ def run(argv: list[str] | None = None) -> NoReturn:
     try:
         result = command.main(args=argv, prog_name="tierctl", standalone_mode=False)
         code = result if isinstance(result, int) else EXIT_OK
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         code = EXIT_ERROR
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("aborted\n")
         code = EXIT_ERROR
     except TierctlError as exc:
