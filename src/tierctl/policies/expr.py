@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierctl.errors import ExpressionError
-from tierctl.policies.units import parse_duration, parse_size
+from tierctl.policies.units import DURATION_UNITS, SIZE_UNITS, parse_duration, parse_size
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,10 @@ _TOKEN = re.compile(
 )
 
 
+_SPACED_UNIT = re.compile(r"\s+([A-Za-z]+)\b")
+_UNITS = {u.lower() for u in (*DURATION_UNITS, *SIZE_UNITS)}
+
+
 @dataclass(frozen=True)
 class _Token:
     kind: str
@@ -132,9 +136,15 @@ def _tokenize(source: str) -> list[_Token]:
                 hint="conditions look like `age < 7d and size > 1MiB`",
             )
         kind = match.lastgroup or ""
+        end = match.end()
+        if kind == "literal" and match.group()[-1].isdigit():
+            # "1 MiB", "30 d": a unit may follow after spaces when the word is a known unit.
+            unit = _SPACED_UNIT.match(source, end)
+            if unit and unit.group(1).lower() in _UNITS:
+                end = unit.end()
         if kind != "space":
-            tokens.append(_Token(kind, match.group().strip(), pos + 1))
-        pos = match.end()
+            tokens.append(_Token(kind, source[pos:end].replace(" ", ""), pos + 1))
+        pos = end
     tokens.append(_Token("end", "", len(source) + 1))
     return tokens
 

@@ -33,7 +33,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; ValueError with the accepted units otherwise."""
-    match = _DURATION.match(text)
+    match = _DURATION.match(text.lower())
     if not match or match.group(2) not in DURATION_UNITS:
         raise ValueError(
             f"bad duration {text!r}: expected a number and a unit "
