@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tierctl.api import WhereResult
@@ -92,10 +93,11 @@ def print_plan(console: Console, plan: Plan, *, detail: bool = True) -> None:
         for reason, kind, key, route, size in plan_rows(plan):
             by_reason[reason].append((kind, key, route, size))
         for reason, rows in by_reason.items():
-            console.print(f"[bold]{reason}[/]  ({len(rows)} objects)", highlight=False)
+            console.print(f"[bold]{escape(reason)}[/]  ({len(rows)} objects)", highlight=False)
             for kind, key, route, size in rows:
                 console.print(
-                    f"  {SYMBOL[kind]} {kind:<6} {key}  {route}  [dim]{format_size(size)}[/]", highlight=False
+                    f"  {SYMBOL[kind]} {kind:<6} {escape(key)}  {escape(route)}  [dim]{format_size(size)}[/]",
+                    highlight=False,
                 )
         console.print()
     table = Table(title="plan summary", show_edge=False)
@@ -133,7 +135,8 @@ def print_apply(console: Console, report: ApplyReport) -> None:
     for r in report.problems[:50]:
         a = r.action
         console.print(
-            f"  [red]{r.status}[/] {a.op} {a.key} ({a.source or ''}->{a.target}): {r.error}", highlight=False
+            f"  [red]{r.status}[/] {a.op} {escape(a.key)} ({a.source or ''}->{a.target}): {escape(r.error or '')}",
+            highlight=False,
         )
     if len(report.problems) > 50:
         console.print(f"  ... and {len(report.problems) - 50} more (see `--json`)")
