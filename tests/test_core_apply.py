@@ -80,7 +80,8 @@ def test_saved_plan_applies_exactly_and_tampering_is_refused(sandbox: Sandbox, c
     cli("-c", sandbox.config, "scan")
     plan_file = str(tmp_path / "plan.json")
     assert cli("-c", sandbox.config, "plan", "-o", plan_file).code == 0
-    doc = json.loads(open(plan_file).read())
+    with open(plan_file) as f:
+        doc = json.load(f)
     doc["actions"][0]["target"] = "cold"
     tampered = str(tmp_path / "tampered.json")
     with open(tampered, "w") as f:
@@ -145,7 +146,8 @@ def test_delete_refuses_when_the_kept_copy_vanished(sandbox: Sandbox, cli, tmp_p
         index.record_verified("logs", "logs/x.log", "warm", "crc32c:0", now)
     plan_file = str(tmp_path / "p.json")
     cli("-c", sandbox.config, "plan", "-o", plan_file)
-    assert [a["op"] for a in json.load(open(plan_file))["actions"]] == ["delete"]
+    with open(plan_file) as f:
+        assert [a["op"] for a in json.load(f)["actions"]] == ["delete"]
     (sandbox.tier("warm") / "logs/x.log").unlink()  # the only other copy disappears
     result = cli("-c", sandbox.config, "apply", plan_file, "--json")
     assert result.code == 3
