@@ -135,7 +135,8 @@ def print_apply(console: Console, report: ApplyReport) -> None:
     for r in report.problems[:50]:
         a = r.action
         console.print(
-            f"  [red]{r.status}[/] {a.op} {escape(a.key)} ({a.source or ''}->{a.target}): {escape(r.error or '')}",
+            f"  [red]{r.status}[/] {a.op} {escape(a.key)} ({a.source or ''}->{a.target}): "
+            f"{escape(r.error or '')}",
             highlight=False,
         )
     if len(report.problems) > 50:
