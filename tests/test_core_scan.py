@@ -125,3 +125,17 @@ def test_unsafe_names_are_skipped_and_reported(sandbox: Sandbox) -> None:
     assert hot.new == 1
     assert any("bad\\nname.log" in e for e in hot.errors)
     assert any("link.log" in e for e in hot.errors)
+
+
+def test_scan_removes_temp_files_of_dead_writers_only(sandbox: Sandbox) -> None:
+    now = time.time()
+    sandbox.put("hot", "logs/a.log", b"1", age_days=1, now=now)
+    folder = sandbox.tier("hot") / "logs"
+    dead = folder / ".tierctl-tmp-999999999-abc"  # no such pid
+    live = folder / f".tierctl-tmp-{os.getpid()}-def"  # a write in progress
+    dead.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    config = api.load(sandbox.config)
+    hot = next(r for r in api.scan(config, now=now) if r.tier == "hot")
+    assert hot.listed == 1
+    assert not dead.exists() and live.exists()

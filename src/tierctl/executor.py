@@ -21,6 +21,7 @@ from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound, TierctlErr
 from tierctl.index import Index
 from tierctl.model import MTIME_WINDOW, Entry
 from tierctl.movers.base import Mover
+from tierctl.movers.digest import digest_of
 from tierctl.movers.transfer import copy_verified, verify_same
 from tierctl.plan import Action, Plan, group_by_object
 
@@ -47,6 +48,7 @@ class ActionResult:
     checksum: str | None = None
     entry: Entry | None = None
     error: str | None = None
+    verified: bool = True  # False: the digest is the target's own, with no source left to compare
 
 
 @dataclass
@@ -149,7 +151,11 @@ class _Unit:
         if existing is not None:
             if _holds(existing, a.size, a.mtime):
                 # Already there (an interrupted run copied it): prove it, don't redo it.
-                checksum = verify_same(src, dst, a.key, self.digest)
+                try:
+                    checksum = verify_same(src, dst, a.key, self.digest)
+                except ObjectNotFound:
+                    checksum = digest_of(dst.read_chunks(a.key), self.digest)
+                    return ActionResult(a, "done", checksum=checksum, entry=existing, verified=False)
                 return ActionResult(a, "done", checksum=checksum, entry=existing)
             if a.expect is None or not _holds(existing, a.expect.size, a.expect.mtime):
                 return ActionResult(
@@ -277,8 +283,10 @@ def _record(index: Index, run_id: int, results: list[ActionResult], report: Appl
                 report.done += 1
                 report.bytes += r.bytes
                 if a.op == "copy" and r.entry is not None and r.checksum:
-                    index.record_copy(a.dataset, a.key, a.target, r.entry, r.checksum, now)
-                    if a.source:
+                    index.record_copy(
+                        a.dataset, a.key, a.target, r.entry, r.checksum, now, verified=r.verified
+                    )
+                    if a.source and r.verified:
                         index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
                 elif a.op == "verify" and r.checksum:
                     index.record_verified(a.dataset, a.key, a.target, r.checksum, now)

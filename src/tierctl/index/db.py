@@ -328,7 +328,17 @@ class Index:
             yield dataset, key, size, mtime, sorted(tiers.split(","))
 
     # -- writes from the executor --------------------------------------------------------------
-    def record_copy(self, dataset: str, key: str, tier: str, entry: Entry, checksum: str, now: float) -> None:
+    def record_copy(
+        self,
+        dataset: str,
+        key: str,
+        tier: str,
+        entry: Entry,
+        checksum: str,
+        now: float,
+        *,
+        verified: bool = True,
+    ) -> None:
         self.conn.execute(
             f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL)"
@@ -345,7 +355,7 @@ class Index:
                 entry.storage_class,
                 entry.etag,
                 now,
-                now,
+                now if verified else None,
             ),
         )
 

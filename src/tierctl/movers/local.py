@@ -16,6 +16,25 @@ from tierctl.movers.base import CHUNK_SIZE, Capabilities, Mover, check_key
 TEMP_PREFIX = ".tierctl-tmp-"
 
 
+def _temp_prefix() -> str:
+    """Temp names carry the writer's pid, so a listing can tell a live write's temp file
+    from one a killed process left behind."""
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def _abandoned(name: str) -> bool:
+    pid_text = name[len(TEMP_PREFIX) :].partition("-")[0]
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, owned by someone else
+    return False
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -58,6 +77,7 @@ class LocalMover(Mover):
         self.root = os.path.abspath(path_from_url(url))
         self._real_root = os.path.realpath(self.root)
         self._skipped: list[str] = []
+        self.removed_temp_files = 0
 
     # -- required core ------------------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -103,14 +123,21 @@ class LocalMover(Mover):
         # yields keys in global code-point order, the order S3 and GCS list in.
         try:
             with os.scandir(path) as it:
-                entries = [
-                    e for e in it if e.name.startswith(name_prefix) and not e.name.startswith(TEMP_PREFIX)
-                ]
+                entries = [e for e in it if e.name.startswith(name_prefix) and not self._is_temp(e)]
         except OSError as exc:
             raise _os_error(exc, f"listing {path}") from exc
         keyed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries]
         keyed.sort(key=lambda pair: pair[0])
         return [(rel_base + e.name, e) for _, e in keyed]
+
+    def _is_temp(self, entry: os.DirEntry[str]) -> bool:
+        """Temp files are never listed; those of dead writers are removed on the way."""
+        if not entry.name.startswith(TEMP_PREFIX):
+            return False
+        if _abandoned(entry.name):
+            _unlink_quietly(entry.path)
+            self.removed_temp_files += 1
+        return True
 
     def stat(self, key: str) -> Entry:
         path = self._path(key)
@@ -178,10 +205,10 @@ class LocalMover(Mover):
             if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
                 raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
             try:
-                return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
+                return tempfile.mkstemp(prefix=_temp_prefix(), dir=parent)
             except FileNotFoundError:
                 continue  # a concurrent delete pruned the empty folder: make it again
-        return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=parent)
+        return tempfile.mkstemp(prefix=_temp_prefix(), dir=parent)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -201,16 +228,6 @@ class LocalMover(Mover):
 
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
-
-    def remove_temp_files(self) -> int:
-        """Delete temp files left by interrupted writes; returns how many."""
-        removed = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                if name.startswith(TEMP_PREFIX):
-                    _unlink_quietly(os.path.join(dirpath, name))
-                    removed += 1
-        return removed
 
 
 def _fsync_dir(path: str) -> None:
