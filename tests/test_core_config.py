@@ -79,7 +79,10 @@ def _error(text: str) -> ConfigError:
 
 def _problems(text: str) -> list[str]:
     err = _error(text)
-    return [f"{p.location.line}:{p.location.column} {p.message} | {p.hint}" for p in getattr(err, "problems", [err])]
+    return [
+        f"{p.location.line}:{p.location.column} {p.message} | {p.hint}"
+        for p in getattr(err, "problems", [err])
+    ]
 
 
 def test_standard_policy_parses(tmp_path) -> None:
@@ -126,13 +129,25 @@ def test_several_problems_are_all_reported() -> None:
         ("tiers:\n  hot: {url: ./hot}\n  hot2: {url: ./hot}\n", "same url and storage class"),
         ("tiers:\n  a: {url: ./data}\n  b: {url: ./data/inner}\n", "lies inside tier 'a'"),
         ("tiers: {a: ./a}\ndatasets:\n  x: {prefix: logs/}\n  y: {prefix: logs/old/}\n", "overlap"),
-        ("tiers: {a: ./a}\npolicies:\n  - name: p\n    dataset: d\n    rules: []\n", "rules must be a non-empty list"),
-        ("tiers: {a: ./a}\ndatasets: {d: {prefix: d/}}\npolicies:\n  - name: p\n    dataset: d\n"
-         "    schedule: 'every day'\n    rules: [{when: 'true', place: [a]}]\n", "bad cron expression"),
-        ("tiers: {a: ./a}\ndatasets: {d: {prefix: d/}}\npolicies:\n  - name: p\n    dataset: d\n"
-         "    rules: [{when: 'true'}]\n", "needs `place: [tiers]` or `delete: true`"),
-        ("tiers: {a: ./a}\ndatasets: {d: {prefix: d/}}\npolicies:\n  - name: p\n    dataset: d\n"
-         "    rules: [{when: 'true', place: [a], delete: true}]\n", "either place or delete"),
+        (
+            "tiers: {a: ./a}\npolicies:\n  - name: p\n    dataset: d\n    rules: []\n",
+            "rules must be a non-empty list",
+        ),
+        (
+            "tiers: {a: ./a}\ndatasets: {d: {prefix: d/}}\npolicies:\n  - name: p\n    dataset: d\n"
+            "    schedule: 'every day'\n    rules: [{when: 'true', place: [a]}]\n",
+            "bad cron expression",
+        ),
+        (
+            "tiers: {a: ./a}\ndatasets: {d: {prefix: d/}}\npolicies:\n  - name: p\n    dataset: d\n"
+            "    rules: [{when: 'true'}]\n",
+            "needs `place: [tiers]` or `delete: true`",
+        ),
+        (
+            "tiers: {a: ./a}\ndatasets: {d: {prefix: d/}}\npolicies:\n  - name: p\n    dataset: d\n"
+            "    rules: [{when: 'true', place: [a], delete: true}]\n",
+            "either place or delete",
+        ),
         ("version: 2\ntiers: {a: ./a}\n", "unsupported version"),
         ("digest: sha1\ntiers: {a: ./a}\n", "unknown digest"),
         ("tiers: {a: ./a}\ndatasets: {d: {prefix: /abs/}}\n", "relative key prefix"),

@@ -44,7 +44,8 @@ def render() -> str:
         ".SH NAME",
         "tierctl \\- data sync and tiering with a policy engine",
         ".SH SYNOPSIS",
-        "\\fBtierctl\\fR [\\fB-c\\fR \\fIPATH\\fR] [\\fB--index\\fR \\fIPATH\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
+        "\\fBtierctl\\fR [\\fB-c\\fR \\fIPATH\\fR] [\\fB--index\\fR \\fIPATH\\fR]"
+        " \\fICOMMAND\\fR [\\fIARGS\\fR]...",
         ".SH DESCRIPTION",
         _escape(root.help or ""),
         ".SH GLOBAL OPTIONS",
