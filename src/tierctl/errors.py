@@ -69,6 +69,12 @@ class ExpressionError(ConfigError):
         self.expression = expression
 
 
+class DeleteLimitExceeded(TierctlError):
+    """A plan would expire more objects than a policy's ``max_delete`` allows."""
+
+    default_hint = "check the policy's delete rules; if the deletes are intended, pass --force"
+
+
 class UnknownName(TierctlError):
     """A dataset, tier or object named on the command line does not exist."""
 
@@ -101,6 +107,12 @@ class ObjectNotFound(MoverError):
 
 class ObjectChanged(MoverError):
     """The object is not what the plan expected (changed since it was planned)."""
+
+
+class ObjectArchived(MoverError):
+    """The object is in an archive storage class and must be restored before it is read."""
+
+    default_hint = "restore it first (tierctl plans a restore action for archived sources)"
 
 
 class VerificationFailed(MoverError):

@@ -13,9 +13,11 @@ the plan is the difference, ordered so the safety invariants hold by constructio
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from tierctl.errors import DeleteLimitExceeded
 from tierctl.model import ObjectSnapshot, Placement
 from tierctl.plan import Action, Expect, Plan
 from tierctl.policies.evaluate import Decision, current_version, decide
@@ -32,19 +34,50 @@ class _Ids:
         return value
 
 
-def make_plan(config: Config, objects: Iterable[ObjectSnapshot], now: float) -> Plan:
-    """Plan every object in ``objects`` (streamed; memory grows only with the actions)."""
+@dataclass
+class DeleteTally:
+    """Per policy: objects it decided, and objects its delete rules expire."""
+
+    decided: Counter[str] = field(default_factory=Counter)
+    expired: Counter[str] = field(default_factory=Counter)
+
+    def check(self, config: Config) -> None:
+        """:class:`DeleteLimitExceeded` if a policy expires more than its ``max_delete``."""
+        for policy in config.policies:
+            limit = policy.max_delete
+            expired = self.expired[policy.name]
+            if limit is None or limit.allows(expired, self.decided[policy.name]):
+                continue
+            raise DeleteLimitExceeded(
+                f"policy {policy.name!r} would delete {expired} of {self.decided[policy.name]} objects,"
+                f" more than its max_delete of {limit}"
+            )
+
+
+def make_plan(config: Config, objects: Iterable[ObjectSnapshot], now: float, *, force: bool = False) -> Plan:
+    """Plan every object in ``objects`` (streamed; memory grows only with the actions).
+
+    Refuses (:class:`DeleteLimitExceeded`) a plan that expires more objects than a
+    policy's ``max_delete``, unless ``force``."""
     plan = Plan(created_at=now, config_path=config.path, config_fingerprint=config.fingerprint())
     ids = _Ids()
     tier_order = {name: i for i, name in enumerate(config.tiers)}
+    tally = DeleteTally()
     for obj in objects:
         plan.objects_considered += 1
-        plan.actions.extend(plan_object(config, obj, now, ids, tier_order))
+        plan.actions.extend(plan_object(config, obj, now, ids, tier_order, tally))
+    if not force:
+        tally.check(config)
     return plan
 
 
 def plan_object(
-    config: Config, obj: ObjectSnapshot, now: float, ids: _Ids, tier_order: dict[str, int]
+    config: Config,
+    obj: ObjectSnapshot,
+    now: float,
+    ids: _Ids,
+    tier_order: dict[str, int],
+    tally: DeleteTally | None = None,
 ) -> Iterator[Action]:
     present = tuple(p for p in obj.placements if p.state == "present" and p.tier in config.tiers)
     if not present:
@@ -53,6 +86,9 @@ def plan_object(
     decision = decide(config, obj, version, now)
     if decision is None:
         return
+    if tally is not None:
+        tally.decided[decision.policy.name] += 1
+        tally.expired[decision.policy.name] += decision.delete
     if decision.delete:
         yield from _deletes_for_rule(obj, present, version, decision, ids)
         return

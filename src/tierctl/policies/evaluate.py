@@ -7,26 +7,28 @@ from dataclasses import dataclass
 from tierctl.model import ObjectSnapshot, Placement
 from tierctl.policies.expr import Facts
 from tierctl.policies.globs import selected
-from tierctl.policies.model import Config, Policy, Rule
+from tierctl.policies.model import Config, Copies, Policy, Rule
 
 
 @dataclass(frozen=True)
 class Decision:
+    """The deciding policy and rule, the facts they saw, and the exact desired tier set
+    (``place`` plus the tiers ``copies`` chose; empty for a delete)."""
+
     policy: Policy
     rule: Rule
     facts: Facts
+    desired: tuple[str, ...] = ()
 
     @property
     def delete(self) -> bool:
         return self.rule.delete
 
-    @property
-    def desired(self) -> tuple[str, ...]:
-        return self.rule.place or ()
+    def outcome(self) -> str:
+        return "delete" if self.delete else f"place [{', '.join(self.desired)}]"
 
     def reason(self) -> str:
-        outcome = "delete" if self.delete else f"place [{', '.join(self.desired)}]"
-        return f"policy {self.policy.name!r} {self.rule.describe()} -> {outcome}"
+        return f"policy {self.policy.name!r} {self.rule.describe()} -> {self.outcome()}"
 
 
 def current_version(placements: tuple[Placement, ...], tier_order: dict[str, int]) -> Placement:
@@ -35,20 +37,67 @@ def current_version(placements: tuple[Placement, ...], tier_order: dict[str, int
     return min(placements, key=lambda p: (-p.mtime, -p.size, tier_order.get(p.tier, 1 << 30)))
 
 
-def facts_for(version: Placement, now: float) -> Facts:
-    return Facts(age=max(0.0, now - version.mtime), size=version.size)
+def facts_for(version: Placement, now: float, obj: ObjectSnapshot | None = None, path: str = "") -> Facts:
+    """The facts a condition sees. Without ``obj`` only age and size are known."""
+    if obj is None:
+        return Facts(age=max(0.0, now - version.mtime), size=version.size, path=path)
+    holding = [p for p in obj.placements if p.state == "present" and p.same_content(version)]
+    accessed = [p.atime for p in holding if p.atime is not None]
+    last_read = max([*accessed, version.mtime]) if accessed else None
+    first_seen = obj.first_seen or min((p.first_seen for p in obj.placements), default=now)
+    return Facts(
+        age=max(0.0, now - version.mtime),
+        size=version.size,
+        seen=max(0.0, now - first_seen),
+        last_access=None if last_read is None else max(0.0, now - last_read),
+        path=path,
+        storage_class=version.storage_class or "",
+        tiers=frozenset(p.tier for p in holding),
+    )
 
 
-def decide(config: Config, obj: ObjectSnapshot, version: Placement, now: float) -> Decision | None:
-    """The first rule, of the first policy of the object's dataset that selects it, whose
-    condition holds; None when nothing matches (the object is then left alone)."""
-    prefix = config.datasets[obj.dataset].prefix
-    relative = obj.key[len(prefix) :]
-    facts = facts_for(version, now)
-    for policy in config.policies_for(obj.dataset):
-        if not selected(relative, policy.include, policy.exclude):
+def choose_copies(copies: Copies, holding: frozenset[str], already: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``copies.n`` tiers of ``copies.among``: those already holding the current version
+    first (no churn), then the group's order. Tiers in ``already`` (from ``place``)
+    count towards n when they are in the group."""
+    chosen = [t for t in copies.among if t in already]
+    for tier in [t for t in copies.among if t in holding] + list(copies.among):
+        if len(chosen) >= copies.n:
+            break
+        if tier not in chosen:
+            chosen.append(tier)
+    return tuple(t for t in chosen if t not in already)
+
+
+def desired_tiers(rule: Rule, facts: Facts) -> tuple[str, ...]:
+    """The exact tier set a (non-delete) rule wants for an object with these facts."""
+    place = rule.place or ()
+    if rule.copies is None:
+        return place
+    return place + choose_copies(rule.copies, facts.tiers, place)
+
+
+def relative_key(config: Config, obj: ObjectSnapshot) -> str:
+    return obj.key[len(config.datasets[obj.dataset].prefix) :]
+
+
+def matching_policy_rule(config: Config, dataset: str, facts: Facts) -> tuple[Policy, Rule] | None:
+    """The first rule, of the first policy of ``dataset`` that selects ``facts.path``,
+    whose condition holds."""
+    for policy in config.policies_for(dataset):
+        if not selected(facts.path, policy.include, policy.exclude):
             continue
         for rule in policy.rules:
             if rule.condition.evaluate(facts):
-                return Decision(policy, rule, facts)
+                return policy, rule
     return None
+
+
+def decide(config: Config, obj: ObjectSnapshot, version: Placement, now: float) -> Decision | None:
+    """The decision for one object; None when nothing matches (the object is then left alone)."""
+    facts = facts_for(version, now, obj, relative_key(config, obj))
+    found = matching_policy_rule(config, obj.dataset, facts)
+    if found is None:
+        return None
+    policy, rule = found
+    return Decision(policy, rule, facts, () if rule.delete else desired_tiers(rule, facts))
