@@ -10,6 +10,7 @@ a copy done but not recorded is found and verified by the next run, not redone b
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,7 @@ from tierctl.index import Index
 from tierctl.model import MTIME_WINDOW, Entry
 from tierctl.movers.base import Mover
 from tierctl.movers.digest import digest_of
+from tierctl.movers.retry import Backoff, is_retryable
 from tierctl.movers.transfer import copy_verified, verify_same
 from tierctl.plan import Action, Plan, group_by_object
 
@@ -38,6 +40,15 @@ class ApplyOptions:
     # Set by a signal handler (daemon SIGTERM): no new units start, running ones finish
     # and are recorded, and the run ends as "interrupted".
     stop: threading.Event | None = None
+    # A copy that fails with a retryable error is run again from the start (a fresh read of
+    # the source: a write's chunk stream cannot be replayed), after a backoff with jitter.
+    retry: Backoff | None = None
+    # Error budget: once more than this share of the finished actions (counted from
+    # BUDGET_MIN_ACTIONS on) failed, no new units start and the run ends "failed".
+    max_failure_share: float | None = None
+
+
+BUDGET_MIN_ACTIONS = 10
 
 
 @dataclass
@@ -61,9 +72,12 @@ class ApplyReport:
     seconds: float = 0.0
     interrupted: bool = False
     problems: list[ActionResult] = field(default_factory=list)  # failed and skipped only
+    error: str | None = None  # why the run stopped early (error budget)
 
     @property
     def outcome(self) -> str:
+        if self.error:
+            return "failed"
         if self.interrupted:
             return "interrupted"
         if self.failed or self.skipped:
@@ -105,12 +119,20 @@ class _Unit:
     """The actions of one object, run in order on one worker thread."""
 
     def __init__(
-        self, actions: list[Action], movers: Mapping[str, Mover], digest: str, on_bytes: Callable[[int], None]
+        self,
+        actions: list[Action],
+        movers: Mapping[str, Mover],
+        digest: str,
+        on_bytes: Callable[[int], None],
+        retry: Backoff | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.actions = actions
         self.movers = movers
         self.digest = digest
         self.on_bytes = on_bytes
+        self.retry = retry
+        self.stop = stop
         # Copies that a delete depends on must be on stable storage before that delete.
         self.durable = any(a.op == "delete" and not a.explicit for a in actions)
 
@@ -129,20 +151,35 @@ class _Unit:
         return results
 
     def run_one(self, action: Action) -> ActionResult:
-        try:
-            if action.op == "copy":
-                return self.copy(action)
-            if action.op == "verify":
-                return self.verify(action)
-            if action.op == "delete":
-                return self.delete(action)
-            return ActionResult(action, "failed", error=f"unknown action {action.op!r}")
-        except ObjectChanged as exc:
-            return ActionResult(action, "skipped", error=str(exc))
-        except TierctlError as exc:
-            return ActionResult(action, "failed", error=str(exc))
-        except OSError as exc:
-            return ActionResult(action, "failed", error=f"{type(exc).__name__}: {exc}")
+        # Only whole copies are retried here; the mover wrapper (movers.retry) retries the
+        # repeatable single calls that verify and delete are made of.
+        retries = self.retry.attempts - 1 if self.retry is not None and action.op == "copy" else 0
+        for retry in itertools.count():
+            try:
+                if action.op == "copy":
+                    return self.copy(action)
+                if action.op == "verify":
+                    return self.verify(action)
+                if action.op == "delete":
+                    return self.delete(action)
+                return ActionResult(action, "failed", error=f"unknown action {action.op!r}")
+            except ObjectChanged as exc:
+                return ActionResult(action, "skipped", error=str(exc))
+            except (TierctlError, OSError) as exc:
+                if retry < retries and is_retryable(exc) and self.pause(retry):
+                    continue
+                message = str(exc) if isinstance(exc, TierctlError) else f"{type(exc).__name__}: {exc}"
+                return ActionResult(action, "failed", error=message)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def pause(self, retry: int) -> bool:
+        """Back off before retry ``retry``; False if the run is being stopped meanwhile."""
+        assert self.retry is not None
+        delay = self.retry.delay(retry)
+        if self.stop is None:
+            time.sleep(delay)
+            return True
+        return not self.stop.wait(delay)
 
     def copy(self, a: Action) -> ActionResult:
         assert a.source is not None
@@ -154,6 +191,8 @@ class _Unit:
                 try:
                     checksum = verify_same(src, dst, a.key, self.digest)
                 except ObjectNotFound:
+                    # The interrupted run also removed the source (a move finished before
+                    # it was recorded): the target is all there is; record it as found.
                     checksum = digest_of(dst.read_chunks(a.key), self.digest)
                     return ActionResult(a, "done", checksum=checksum, entry=existing, verified=False)
                 return ActionResult(a, "done", checksum=checksum, entry=existing)
@@ -215,10 +254,21 @@ def execute(
         trigger=options.trigger, planned=len(plan.actions), plan_file=options.plan_file, policy=options.policy
     )
     report = ApplyReport(run_id)
+    budget_spent = threading.Event()
+
+    def stopping() -> bool:
+        return budget_spent.is_set() or (options.stop is not None and options.stop.is_set())
+
     try:
-        for results in _run_units(units, movers, options, events):
+        for results in _run_units(units, movers, options, events, stopping):
             _record(index, run_id, results, report)
             events.finished_object(results)
+            if not budget_spent.is_set() and _over_budget(report, options.max_failure_share):
+                report.error = (
+                    f"error budget spent: {report.failed} of {report.done + report.failed + report.skipped}"
+                    f" finished actions failed (budget {options.max_failure_share:.0%}); run stopped"
+                )
+                budget_spent.set()
         if options.stop is not None and options.stop.is_set():
             report.interrupted = True
     except KeyboardInterrupt:
@@ -233,16 +283,31 @@ def execute(
             failed=report.failed,
             skipped=report.skipped,
             bytes_done=report.bytes,
+            error=report.error,
         )
     return report
 
 
+def _over_budget(report: ApplyReport, share: float | None) -> bool:
+    finished = report.done + report.failed + report.skipped
+    return share is not None and finished >= BUDGET_MIN_ACTIONS and report.failed > share * finished
+
+
 def _run_units(
-    units: list[list[Action]], movers: Mapping[str, Mover], options: ApplyOptions, events: Events
+    units: list[list[Action]],
+    movers: Mapping[str, Mover],
+    options: ApplyOptions,
+    events: Events,
+    stopping: Callable[[], bool] | None = None,
 ) -> Iterator[list[ActionResult]]:
     """Yield each unit's results as it completes; at most ``2 * jobs`` units in flight.
     On KeyboardInterrupt, units not started are dropped and running ones are finished
     and yielded before the interrupt propagates."""
+    if stopping is None:
+
+        def stopping() -> bool:
+            return options.stop is not None and options.stop.is_set()
+
     pending: set[Future[list[ActionResult]]] = set()
     queue = iter(units)
     jobs = max(1, options.jobs)
@@ -250,9 +315,10 @@ def _run_units(
     try:
         while True:
             for unit in queue:
-                if options.stop is not None and options.stop.is_set():
+                if stopping():
                     break
-                pending.add(pool.submit(_Unit(unit, movers, options.digest, events.advanced).run))
+                worker = _Unit(unit, movers, options.digest, events.advanced, options.retry, options.stop)
+                pending.add(pool.submit(worker.run))
                 if len(pending) >= 2 * jobs:
                     break
             if not pending:
