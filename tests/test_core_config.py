@@ -110,8 +110,8 @@ def test_unknown_tier_in_place_is_located() -> None:
 def test_bad_when_points_inside_the_quoted_expression() -> None:
     text = STANDARD_POLICY.replace('"age < 90d"', '"age < 90q"')
     (problem,) = _problems(text)
-    # line 14: `      - when: "age < 90q"`: the literal starts at column 21
-    assert problem.startswith("14:21 in `age < 90q`: bad duration")
+    # line 14: `      - when: "age < 90q"`: the quote is at column 15, the literal at 22
+    assert problem.startswith("14:22 in `age < 90q`: bad duration")
 
 
 def test_several_problems_are_all_reported() -> None:

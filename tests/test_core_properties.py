@@ -43,7 +43,10 @@ def _policy_text(rules: list[tuple[str, list[str] | None]]) -> str:
     ]
     for when, place in rules:
         lines.append(f'      - when: "{when}"')
-        lines.append(f"        place: [{', '.join(place)}]" if place else "        delete: true")
+        if place:
+            lines.append(f"        place: [{', '.join(place)}]")
+        else:  # an explicit guard, as the loader demands of every delete rule
+            lines += ["        delete: true", "        min_age: 0s"]
     return "\n".join(lines) + "\n"
 
 

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from tierctl.errors import ConfigError, PlanFileError, UnknownName
 from tierctl.executor import ApplyOptions, ApplyReport, Events, execute
-from tierctl.index import Index
+from tierctl.index import Index, journal
+from tierctl.index import lock as index_lock
 from tierctl.index.db import TierUsage
 from tierctl.model import Placement, ScanReport
 from tierctl.movers.base import Mover
 from tierctl.movers.registry import TierTarget, open_mover
+from tierctl.movers.retry import Backoff, RetryingMover
 from tierctl.plan import Plan
 from tierctl.planner import make_plan
 from tierctl.policies.loader import load_config
 from tierctl.policies.model import Config
+
+if TYPE_CHECKING:
+    from tierctl.explain import Explanation
+    from tierctl.simulate import Simulation
 
 DEFAULT_CONFIG = "policies.yaml"
 
@@ -43,11 +50,30 @@ def movers_for(config: Config, tiers: set[str] | list[str] | None = None) -> Ite
     try:
         for name in names:
             tier = config.tiers[name]
-            opened[name] = open_mover(TierTarget(name, tier.url, tier.mover, tier.options))
+            mover = open_mover(TierTarget(name, tier.url, tier.mover, tier.options))
+            opened[name] = RetryingMover(mover, retry_backoff(config))
         yield opened
     finally:
         for mover in opened.values():
             mover.close()
+
+
+def retry_backoff(config: Config) -> Backoff:
+    r = config.retries
+    return Backoff(r.attempts, r.base_delay, r.max_delay)
+
+
+def lock_index(
+    config: Config,
+    *,
+    wait: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+    on_wait: Callable[[index_lock.Holder | None], None] | None = None,
+) -> AbstractContextManager[index_lock.Lock]:
+    """The index's apply lock, held by every apply and daemon cycle (re-entrant in a process);
+    raises IndexLocked naming the holder after ``wait`` seconds."""
+    path = index_lock.lock_path(config.index_path)
+    return index_lock.hold(path, wait=wait, should_stop=should_stop, on_wait=on_wait)
 
 
 def _datasets(config: Config, names: list[str] | None) -> list[str]:
@@ -81,11 +107,14 @@ def scan(
 
 
 # -- plan and apply -------------------------------------------------------------------------
-def plan(config: Config, datasets: list[str] | None = None, *, now: float | None = None) -> Plan:
+def plan(
+    config: Config, datasets: list[str] | None = None, *, now: float | None = None, force: bool = False
+) -> Plan:
+    """Plan as of ``now`` (default: the clock); ``force`` lifts the policies' max_delete."""
     now = time.time() if now is None else now
     names = _datasets(config, datasets)
     with open_index(config) as index:
-        return make_plan(config, (obj for name in names for obj in index.objects(name)), now)
+        return make_plan(config, (obj for name in names for obj in index.objects(name)), now, force=force)
 
 
 def load_plan(config: Config, path: str) -> Plan:
@@ -99,15 +128,24 @@ def load_plan(config: Config, path: str) -> Plan:
 
 
 def apply(
-    config: Config, plan_: Plan, *, options: ApplyOptions | None = None, events: Events | None = None
+    config: Config,
+    plan_: Plan,
+    *,
+    options: ApplyOptions | None = None,
+    events: Events | None = None,
+    wait: float = 0.0,
 ) -> ApplyReport:
+    """Apply under the index's apply lock (waiting up to ``wait`` s for another apply)."""
     options = options or ApplyOptions(digest=config.digest_algorithm)
+    if options.retry is None:
+        options = replace(options, retry=retry_backoff(config))
     tiers = {a.target for a in plan_.actions} | {a.source for a in plan_.actions if a.source}
     tiers |= {t for a in plan_.actions for t in a.keep}
     unknown = tiers - set(config.tiers)
     if unknown:
         raise PlanFileError(f"the plan names tiers the policy file does not: {', '.join(sorted(unknown))}")
-    with open_index(config) as index, movers_for(config, tiers) as movers:
+    with lock_index(config, wait=wait), open_index(config) as index, movers_for(config, tiers) as movers:
+        journal.close_abandoned_runs(index)
         return execute(plan_, movers, index, options, events)
 
 
@@ -171,3 +209,72 @@ def init(path: str, *, force: bool = False) -> str:
         f.write(text)
     os.replace(tmp, path)
     return os.path.abspath(path)
+
+
+# -- policies: validate, explain, simulate ------------------------------------------------------
+@dataclass
+class Validation:
+    path: str
+    problems: list[ConfigError]
+    config: Config | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.config is None:
+            return f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        c = self.config
+        rules = sum(len(p.rules) for p in c.policies)
+        return (
+            f"{self.path}: OK ({len(c.tiers)} tiers, {len(c.datasets)} datasets, {len(c.classes)} classes,"
+            f" {len(c.policies)} policies, {rules} rules)"
+        )
+
+
+def validate(path: str | None = None) -> Validation:
+    """Every problem in the policy file (located, with a hint), or the valid config."""
+    from tierctl.errors import ConfigErrors
+
+    resolved = os.path.abspath(config_path(path))
+    try:
+        return Validation(resolved, [], load_config(resolved, lint=True))
+    except ConfigErrors as exc:
+        return Validation(resolved, list(exc.problems))
+    except ConfigError as exc:
+        return Validation(resolved, [exc])
+
+
+def explain(config: Config, key: str, *, now: float | None = None) -> Explanation:
+    """Which policy and rule decide ``key`` and why, and when that next changes."""
+    from tierctl.explain import explain as explain_object
+    from tierctl.model import ObjectSnapshot
+
+    now = time.time() if now is None else now
+    with open_index(config, create=False) as index:
+        placements = index.placements(key)
+    if not placements:
+        raise UnknownName(
+            f"no object {key!r} in the index",
+            hint="give the full key (with the dataset prefix; see `tierctl ls`); run `tierctl scan` if the"
+            " index is stale",
+        )
+    dataset = placements[0].dataset
+    if dataset not in config.datasets:
+        raise UnknownName(f"{key!r} belongs to dataset {dataset!r}, which the policy file does not declare")
+    mine = tuple(p for p in placements if p.dataset == dataset)
+    return explain_object(config, ObjectSnapshot(dataset, key, mine, min(p.first_seen for p in mine)), now)
+
+
+def simulate(
+    config: Config, days: int, datasets: list[str] | None = None, *, now: float | None = None
+) -> Simulation:
+    """The layout day by day for ``days`` days if every plan is applied (nothing is touched)."""
+    from tierctl.simulate import simulate as run_simulation
+
+    now = time.time() if now is None else now
+    names = _datasets(config, datasets)
+    with open_index(config, create=False) as index:
+        objects = [obj for name in names for obj in index.objects(name)]
+    return run_simulation(config, objects, now, days)

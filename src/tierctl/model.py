@@ -15,6 +15,12 @@ class Entry:
 
     ``checksum`` is ``"algo:hex"`` when the store reports one it vouches for (S3 single-part
     ETag as ``md5:...``, GCS ``md5:``/``crc32c:``), else None.
+    ``etag`` is an opaque version token that changes on every write of the key, metadata
+    and storage-class changes included (S3: ``<ETag>@<Last-Modified epoch s>``, GCS: the
+    generation).
+    ``restore_state`` is set for objects in an archive storage class (S3 GLACIER,
+    DEEP_ARCHIVE): ``"archived"`` (not readable), ``"restoring"``, ``"restored"`` (a readable
+    temporary copy exists); None for readable classes or when the store did not say.
     """
 
     key: str
@@ -23,6 +29,8 @@ class Entry:
     checksum: str | None = None
     storage_class: str | None = None
     etag: str | None = None
+    restore_state: str | None = None
+    atime: float | None = None  # last access, where the store keeps one (local atime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,7 @@ class Placement:
     first_seen: float = 0.0
     verified_at: float | None = None
     changed_at: float | None = None
+    atime: float | None = None  # last access, where known
 
     def same_content(self, other: Placement | Entry) -> bool:
         """Same version of the object: equal size and mtime, and equal checksums when both known."""

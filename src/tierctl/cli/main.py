@@ -178,14 +178,20 @@ def plan(
     ),
     refresh: bool = typer.Option(False, "--refresh", help="Scan the tiers first."),
     summary: bool = typer.Option(False, "--summary", help="Only the totals, not every action."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", metavar="DATE", help="Plan as if now were DATE (2026-11-28, or +30d)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Plan even past a policy's max_delete."),
 ) -> int:
     """Show every action that would bring the tiers to what the policies declare, with its reason."""
     from tierctl.cli import render
+    from tierctl.simulate import parse_instant
 
     config = ctx.obj.load()
     if refresh:
         api.scan(config, datasets or None)
-    result = api.plan(config, datasets or None)
+    now = parse_instant(as_of, time.time()) if as_of else None
+    result = api.plan(config, datasets or None, now=now, force=force)
     if out:
         result.save(out)
     if as_json:
@@ -199,18 +205,20 @@ def plan(
     return EXIT_OK
 
 
-def _run_apply(config: Any, plan_: Any, *, jobs: int, as_json: bool, plan_file: str | None) -> int:
+def _run_apply(
+    config: Any, plan_: Any, *, jobs: int, as_json: bool, plan_file: str | None, wait: float = 0.0
+) -> int:
     from tierctl.cli import render
     from tierctl.executor import ApplyOptions
 
     options = ApplyOptions(jobs=jobs, digest=config.digest_algorithm, plan_file=plan_file)
     if as_json or plan_.empty:
-        report = api.apply(config, plan_, options=options)
+        report = api.apply(config, plan_, options=options, wait=wait)
     else:
         from tierctl.cli.progress import ProgressBar
 
         with ProgressBar(_console(stderr=True)) as bar:
-            report = api.apply(config, plan_, options=options, events=bar)
+            report = api.apply(config, plan_, options=options, events=bar, wait=wait)
     if as_json:
         _print_json(render.apply_json(report))
     else:
@@ -230,6 +238,14 @@ def apply(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (implies no progress bar)."),
     refresh: bool = typer.Option(False, "--refresh", help="Scan the tiers before planning."),
+    force: bool = typer.Option(False, "--force", help="Apply even past a policy's max_delete."),
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0,
+        metavar="SECONDS",
+        help="If another apply or the daemon holds the index, wait this long instead of refusing.",
+    ),
 ) -> int:
     """Apply a saved plan exactly, or plan now, show it and ask before applying."""
     from tierctl.cli import render
@@ -240,7 +256,7 @@ def apply(
     else:
         if refresh:
             api.scan(config)
-        the_plan = api.plan(config)
+        the_plan = api.plan(config, force=force)
         if the_plan.empty:
             if as_json:
                 _print_json(
@@ -267,7 +283,7 @@ def apply(
             if not typer.confirm("Apply this plan?", default=False):
                 print("nothing applied")
                 return EXIT_ERROR
-    return _run_apply(config, the_plan, jobs=jobs, as_json=as_json, plan_file=plan_file)
+    return _run_apply(config, the_plan, jobs=jobs, as_json=as_json, plan_file=plan_file, wait=wait)
 
 
 @app.command()
@@ -364,3 +380,7 @@ def run(argv: list[str] | None = None) -> NoReturn:
         sys.stderr.write("tierctl hit a bug (the traceback is above); please report it\n")
         code = EXIT_SOFTWARE
     sys.exit(code)
+
+
+from tierctl.cli import daemon_cmds as _daemon_cmds  # noqa: E402,F401  (registers its commands)
+from tierctl.cli import policy_cmds as _policy_cmds  # noqa: E402,F401  (registers its commands)

@@ -24,7 +24,7 @@ from tierctl.model import MTIME_WINDOW, Entry, ObjectSnapshot, Placement, ScanRe
 BATCH = 10_000
 _PLACEMENT_COLUMNS = (
     "dataset, key, tier, size, mtime, checksum, storage_class, etag, state,"
-    " first_seen, verified_at, changed_at"
+    " first_seen, verified_at, changed_at, atime"
 )
 
 
@@ -128,7 +128,7 @@ class Index:
         reader = _connect(self.path)
         try:
             rows = reader.execute(
-                "SELECT key, size, mtime, checksum, state, storage_class, etag FROM placements"
+                "SELECT key, size, mtime, checksum, state, storage_class, etag, atime FROM placements"
                 " WHERE dataset = ? AND tier = ? AND key >= ? AND key < ? ORDER BY key",
                 (dataset, tier, lo, hi),
             )
@@ -157,18 +157,18 @@ class Index:
             with self.transaction() as tx:
                 tx.executemany(
                     f"INSERT OR REPLACE INTO placements ({_PLACEMENT_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, NULL, NULL)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, NULL, NULL, ?)",
                     inserts,
                 )
                 tx.executemany(
                     "UPDATE placements SET size = ?, mtime = ?, checksum = ?, storage_class = ?, etag = ?,"
-                    " state = 'present', verified_at = NULL, changed_at = ?"
+                    " atime = ?, state = 'present', verified_at = NULL, changed_at = ?"
                     " WHERE dataset = ? AND key = ? AND tier = ?",
                     changes,
                 )
                 tx.executemany(
-                    "UPDATE placements SET checksum = coalesce(?, checksum), storage_class = ?, etag = ?"
-                    " WHERE dataset = ? AND key = ? AND tier = ?",
+                    "UPDATE placements SET checksum = coalesce(?, checksum), storage_class = ?, etag = ?,"
+                    " atime = coalesce(?, atime) WHERE dataset = ? AND key = ? AND tier = ?",
                     metadata,
                 )
                 tx.executemany(
@@ -227,7 +227,7 @@ class Index:
         metadata: list[tuple[Any, ...]],
         inserts: list[tuple[Any, ...]],
     ) -> None:
-        key, size, mtime, checksum, state, storage_class, etag = row
+        key, size, mtime, checksum, state, storage_class, etag, atime = row
         dataset, tier = report.dataset, report.tier
         if state != "present":
             inserts.append(_insert_row(dataset, tier, entry, now))
@@ -251,6 +251,7 @@ class Index:
                     entry.checksum,
                     entry.storage_class,
                     entry.etag,
+                    entry.atime,
                     now,
                     dataset,
                     key,
@@ -264,8 +265,11 @@ class Index:
             entry.storage_class != storage_class
             or entry.etag != etag
             or (entry.checksum is not None and checksum is None)
+            or (entry.atime is not None and entry.atime != atime)
         ):
-            metadata.append((entry.checksum, entry.storage_class, entry.etag, dataset, key, tier))
+            metadata.append(
+                (entry.checksum, entry.storage_class, entry.etag, entry.atime, dataset, key, tier)
+            )
 
     # -- reads for the planner and the CLI ---------------------------------------------------
     def objects(self, dataset: str, prefix: str = "") -> Iterator[ObjectSnapshot]:
@@ -341,7 +345,7 @@ class Index:
     ) -> None:
         self.conn.execute(
             f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL, NULL)"
             " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
             " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
             " state = 'present', verified_at = excluded.verified_at, changed_at = NULL",
@@ -455,6 +459,7 @@ def _insert_row(dataset: str, tier: str, entry: Entry, now: float) -> tuple[Any,
         entry.storage_class,
         entry.etag,
         now,
+        entry.atime,
     )
 
 

@@ -62,6 +62,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX actions_by_object ON actions (dataset, key);
     """,
+    # 2: last access time of a placement, where the store keeps one (policy `last_access`).
+    """
+    ALTER TABLE placements ADD COLUMN atime REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

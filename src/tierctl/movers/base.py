@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import abc
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from tierctl.errors import MoverError, UnsafeKey
 from tierctl.model import Entry
 
 CHUNK_SIZE = 1 << 20
+
+# ``known(key)``: the entry the caller last recorded for ``key`` on this tier (the index's
+# placement), or None. See :meth:`Mover.list`.
+KnownEntries = Callable[[str], "Entry | None"]
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,15 @@ class Mover(abc.ABC):
     capabilities: Capabilities = Capabilities()
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[Entry]:
+    def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
         """Every object whose key starts with ``prefix``, recursively, sorted by key
         (code-point order, which is UTF-8 byte order). Keys failing ``check_key`` are
-        skipped; the caller learns of them through ``skipped_keys``."""
+        skipped; the caller learns of them through ``skipped_keys``.
+
+        Every entry carries the content mtime, the same value :meth:`stat` reports. A store
+        whose listing lacks it (S3 keeps it in user metadata, which ListObjects omits) takes
+        it from ``known`` when the listing proves the object unchanged since (same size and
+        ``etag`` version token), and asks the store only for the others."""
 
     @abc.abstractmethod
     def stat(self, key: str) -> Entry:
@@ -106,16 +115,22 @@ class Mover(abc.ABC):
         """Remove the object; :class:`ObjectNotFound` if absent."""
 
     # -- optional abilities -------------------------------------------------------------
-    def server_side_copy(self, src_key: str, dst: Mover, dst_key: str) -> Entry:
-        """Copy inside one store without moving bytes through this process."""
+    def server_side_copy(
+        self, src_key: str, dst: Mover, dst_key: str, *, storage_class: str | None = None
+    ) -> Entry:
+        """Copy inside one store without moving bytes through this process, keeping the
+        content mtime; ``storage_class`` is the copy's class (default: the source's).
+        :class:`Unsupported` when ``dst`` is not in the same store."""
         raise Unsupported(f"{self.url}: no server-side copy")
 
     def set_storage_class(self, key: str, storage_class: str) -> Entry:
-        """Change the object's storage class in place."""
+        """Change the object's storage class in place; content and content mtime stay."""
         raise Unsupported(f"{self.url}: cannot change storage classes")
 
     def restore(self, key: str, *, days: int, tier: str) -> None:
-        """Start bringing an archived object back to readable."""
+        """Start bringing an archived object back to readable for ``days`` days (``tier``:
+        the store's retrieval speed). Returns at once; ``stat().restore_state`` says when
+        the object is readable ("restored"). Asking again while restoring is not an error."""
         raise Unsupported(f"{self.url}: cannot restore archived objects")
 
     def skipped_keys(self) -> list[str]:

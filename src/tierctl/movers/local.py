@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
-from tierctl.movers.base import CHUNK_SIZE, Capabilities, Mover, check_key
+from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, check_key
 
 TEMP_PREFIX = ".tierctl-tmp-"
 
@@ -83,7 +83,7 @@ class LocalMover(Mover):
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *check_key(key).split("/"))
 
-    def list(self, prefix: str = "") -> Iterator[Entry]:
+    def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
         self._skipped = []
         base, _, name_prefix = prefix.rpartition("/")
         start = os.path.join(self.root, *base.split("/")) if base else self.root
@@ -114,7 +114,7 @@ class LocalMover(Mover):
             except UnsafeKey:
                 self._skipped.append(rel)
                 continue
-            yield Entry(key=rel, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+            yield Entry(key=rel, size=st.st_size, mtime=st.st_mtime_ns / 1e9, atime=st.st_atime_ns / 1e9)
 
     def _sorted_entries(
         self, path: str, rel_base: str, name_prefix: str
@@ -123,7 +123,9 @@ class LocalMover(Mover):
         # yields keys in global code-point order, the order S3 and GCS list in.
         try:
             with os.scandir(path) as it:
-                entries = [e for e in it if e.name.startswith(name_prefix) and not self._is_temp(e)]
+                entries = [
+                    e for e in it if e.name.startswith(name_prefix) and not self._is_temp(e)
+                ]
         except OSError as exc:
             raise _os_error(exc, f"listing {path}") from exc
         keyed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries]
@@ -228,6 +230,7 @@ class LocalMover(Mover):
 
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
+
 
 
 def _fsync_dir(path: str) -> None:

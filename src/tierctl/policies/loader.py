@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+from dataclasses import replace
 from difflib import get_close_matches
 from typing import Any
 
@@ -15,17 +17,27 @@ import yaml
 
 from tierctl.errors import ConfigError, ConfigErrors, ExpressionError, Location
 from tierctl.movers.digest import ALGORITHMS
-from tierctl.policies import expr
-from tierctl.policies.model import Config, Dataset, Policy, Rule, Tier
+from tierctl.policies import analysis, expr
+from tierctl.policies.model import Config, Copies, Dataset, DeleteLimit, Policy, Rule, Tier
+from tierctl.policies.units import parse_duration
 
 Path = tuple[str | int, ...]
 MAX_CONFIG_BYTES = 4 << 20
+MAX_YAML_NODES = 1_000_000  # YAML aliases can expand a small file into a huge document
 
-TOP_KEYS = ("version", "index", "digest", "tiers", "datasets", "policies")
+TOP_KEYS = (
+    *("version", "index", "digest", "tiers", "datasets", "classes", "policies"),
+    *("daemon", "retries", "alerts", "metrics"),
+)
 TIER_KEYS = ("url", "storage_class", "mover", "options", "description")
 DATASET_KEYS = ("prefix", "home", "description")
-POLICY_KEYS = ("name", "dataset", "schedule", "include", "exclude", "rules", "description")
-RULE_KEYS = ("when", "place", "delete", "description")
+CLASS_KEYS = ("when", "include", "exclude", "description")
+POLICY_KEYS = (
+    *("name", "dataset", "schedule", "include", "exclude", "rules", "description"),
+    "max_delete",
+)
+RULE_KEYS = ("when", "class", "place", "copies", "delete", "min_age", "description")
+COPIES_KEYS = ("among", "n")
 
 
 class _Doc:
@@ -35,6 +47,8 @@ class _Doc:
         self.path = path
         self.values: dict[Path, Location] = {}
         self.keys: dict[Path, Location] = {}
+        self.lines: list[str] = []
+        self.nodes = 0
         self._scalars = yaml.SafeLoader("")
 
     def loc(self, where: Path, *, key: bool = False) -> Location:
@@ -48,6 +62,13 @@ class _Doc:
         return self.values.get((), Location(self.path, 1, 1))
 
     def convert(self, node: yaml.Node, where: Path) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES or len(where) > 64:
+            raise ConfigError(
+                "the policy file expands to too large or too deeply nested a document",
+                location=_location(self.path, node),
+                hint="check YAML anchors and aliases (&name / *name)",
+            )
         self.values[where] = _location(self.path, node)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -72,8 +93,10 @@ def _location(path: str, node: yaml.Node) -> Location:
     return Location(path, mark.line + 1, mark.column + 1)
 
 
-def load_config(path: str, *, index_override: str | None = None) -> Config:
-    """Read, parse and validate the policy file at ``path``."""
+def load_config(path: str, *, index_override: str | None = None, lint: bool = False) -> Config:
+    """Read, parse and validate the policy file at ``path``. Delete rules without a guard
+    are always refused. With ``lint`` (what `tierctl validate` does) also reject rules that
+    can never match and policies that decide the same objects differently."""
     path = os.path.abspath(path)
     try:
         if os.path.getsize(path) > MAX_CONFIG_BYTES:
@@ -92,11 +115,12 @@ def load_config(path: str, *, index_override: str | None = None) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_config(text, path, index_override=index_override)
+    return parse_config(text, path, index_override=index_override, lint=lint)
 
 
-def parse_config(text: str, path: str, *, index_override: str | None = None) -> Config:
+def parse_config(text: str, path: str, *, index_override: str | None = None, lint: bool = False) -> Config:
     doc = _Doc(path)
+    doc.lines = text.splitlines()
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -109,6 +133,8 @@ def parse_config(text: str, path: str, *, index_override: str | None = None) -> 
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML: {exc}", location=Location(path, 1, 1)) from None
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", location=Location(path, 1, 1)) from None
     if root is None:
         raise ConfigError(
             "policy file is empty",
@@ -119,7 +145,11 @@ def parse_config(text: str, path: str, *, index_override: str | None = None) -> 
         data = doc.convert(root, ())
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML: {exc}", location=Location(path, 1, 1)) from None
-    return _Validator(doc, path, index_override).run(data)
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"YAML: cannot read a value ({exc})", location=Location(path, 1, 1)) from None
+    validator = _Validator(doc, path, index_override)
+    validator.lint = lint
+    return validator.run(data)
 
 
 class _Validator:
@@ -128,6 +158,7 @@ class _Validator:
         self.path = path
         self.base_dir = os.path.dirname(path)
         self.index_override = index_override
+        self.lint = False
         self.problems: list[ConfigError] = []
 
     def problem(self, where: Path, message: str, hint: str = "", *, key: bool = False) -> None:
@@ -180,15 +211,46 @@ class _Validator:
         if version != 1:
             self.problem(("version",), f"unsupported version {version!r}", "this tierctl reads version: 1")
         digest = top.get("digest", "crc32c")
-        if digest not in ALGORITHMS:
+        if not isinstance(digest, str) or digest not in ALGORITHMS:
             self.problem(("digest",), f"unknown digest {digest!r}", f"use one of: {', '.join(ALGORITHMS)}")
         tiers = self.tiers(top.get("tiers"))
         datasets = self.datasets(top.get("datasets"), tiers)
-        policies = self.policies(top.get("policies"), tiers, datasets)
+        classes = self.classes(top.get("classes"), tiers)
+        policies = self.policies(top.get("policies"), tiers, datasets, classes)
         index = self.index_path(top.get("index"))
+        operations = self.operations(top)
+        config = Config(self.path, tiers, datasets, policies, index, digest, classes)
+        if self.lint and not self.problems:
+            self.analyse(config)
         if self.problems:
             raise ConfigErrors(self.problems) if len(self.problems) > 1 else self.problems[0]
-        return Config(self.path, tiers, datasets, policies, index, digest)
+        return replace(config, **operations)
+
+    def analyse(self, config: Config) -> None:
+        """Shadowed and never-matching rules; policies deciding the same objects differently."""
+        for i, policy in enumerate(config.policies):
+            for problem in analysis.rule_problems(policy):
+                where: Path = ("policies", i, "rules", problem.rule.index - 1)
+                if (*where, "when") in self.doc.values:
+                    where = (*where, "when")
+                self.problem(where, problem.message, problem.hint)
+        position = {p.name: i for i, p in enumerate(config.policies)}
+        for conflict in analysis.policy_conflicts(config):
+            self.problem(
+                ("policies", position[conflict.second.name], "name"),
+                f"policies {conflict.first.name!r} and {conflict.second.name!r} select the same objects"
+                f" of dataset {conflict.first.dataset!r} and decide differently, e.g. {conflict.example}:"
+                f" {conflict.first.name!r} {conflict.first_outcome},"
+                f" {conflict.second.name!r} {conflict.second_outcome}",
+                "only the first policy that matches decides: merge them into one policy with ordered"
+                " rules, or give them disjoint include/exclude globs",
+            )
+
+    def operations(self, top: dict[str, Any]) -> dict[str, Any]:
+        """The daemon, retries, alerts and metrics sections (see policies.operations)."""
+        from tierctl.policies import operations
+
+        return operations.parse(self, top)
 
     def index_path(self, value: Any) -> str:
         if self.index_override:
@@ -284,8 +346,44 @@ class _Validator:
                 )
         return datasets
 
+    def classes(self, value: Any, tiers: dict[str, Tier]) -> dict[str, expr.Node]:
+        """Named selectors (a `when` and/or include/exclude globs), used as ``class(NAME)`` in
+        rules and in later classes, or as a rule's ``class: NAME``."""
+        if value is None:
+            return {}
+        keys = tuple(value) if isinstance(value, dict) else ()
+        section = self.mapping(value, ("classes",), keys, "classes")
+        classes: dict[str, expr.Node] = {}
+        for name, body in section.items():
+            where: Path = ("classes", name)
+            if not _NAME.fullmatch(name):
+                self.problem(where, f"bad class name {name!r}", "use letters, digits, _ and -", key=True)
+                continue
+            if isinstance(body, str):
+                body = {"when": body}
+            spec = self.mapping(body, where, CLASS_KEYS, f"class {name!r}")
+            parts: list[expr.Node] = []
+            include = self.string_list(spec.get("include"), (*where, "include"), "include")
+            exclude = self.string_list(spec.get("exclude"), (*where, "exclude"), "exclude")
+            if include or exclude:
+                parts.append(expr.Select(include, exclude))
+            if "when" in spec:
+                node = self.condition(_when_text(spec["when"]), (*where, "when"), classes, tiers)
+                if node is None:
+                    continue
+                parts.append(node)
+            if not parts:
+                self.problem(where, f"class {name!r} selects nothing", "give it `when:` or include/exclude")
+                continue
+            classes[name] = parts[0] if len(parts) == 1 else expr.And(tuple(parts))
+        return classes
+
     def policies(
-        self, value: Any, tiers: dict[str, Tier], datasets: dict[str, Dataset]
+        self,
+        value: Any,
+        tiers: dict[str, Tier],
+        datasets: dict[str, Dataset],
+        classes: dict[str, expr.Node] | None = None,
     ) -> tuple[Policy, ...]:
         if value is None:
             return ()
@@ -309,24 +407,51 @@ class _Validator:
                 self.check_schedule(schedule, (*where, "schedule"))
             include = self.string_list(spec.get("include"), (*where, "include"), "include")
             exclude = self.string_list(spec.get("exclude"), (*where, "exclude"), "exclude")
-            rules = self.rules(spec.get("rules"), (*where, "rules"), name, tiers)
-            policies.append(Policy(name, dataset or "", rules, schedule, include, exclude))
+            rules = self.rules(spec.get("rules"), (*where, "rules"), name, tiers, classes or {})
+            limit = self.max_delete(spec.get("max_delete"), (*where, "max_delete"))
+            policies.append(Policy(name, dataset or "", rules, schedule, include, exclude, limit))
         return tuple(policies)
+
+    def max_delete(self, value: Any, where: Path) -> DeleteLimit | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return DeleteLimit(count=value)
+        text = value.strip() if isinstance(value, str) else ""
+        if text.isdigit():
+            return DeleteLimit(count=int(text))
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = -1.0
+            if 0 <= percent <= 100:
+                return DeleteLimit(percent=percent)
+        self.problem(
+            where,
+            f"bad max_delete {value!r}",
+            "a count of objects (max_delete: 100) or a percentage of the policy's objects (max_delete: 5%)",
+        )
+        return None
 
     def check_schedule(self, schedule: Any, where: Path) -> None:
         if not isinstance(schedule, str):
             self.problem(where, "schedule must be a cron expression string", 'e.g. schedule: "0 * * * *"')
             return
-        from croniter import croniter
+        from tierctl.schedule import SCHEDULE_HINT, problem
 
-        if not croniter.is_valid(schedule):
-            self.problem(
-                where,
-                f"bad cron expression {schedule!r}",
-                'five fields: minute hour day month weekday, e.g. "0 3 * * *"',
-            )
+        message = problem(schedule)
+        if message:
+            self.problem(where, message, SCHEDULE_HINT)
 
-    def rules(self, value: Any, where: Path, policy: str, tiers: dict[str, Tier]) -> tuple[Rule, ...]:
+    def rules(
+        self,
+        value: Any,
+        where: Path,
+        policy: str,
+        tiers: dict[str, Tier],
+        classes: dict[str, expr.Node] | None = None,
+    ) -> tuple[Rule, ...]:
         if not isinstance(value, list) or not value:
             self.problem(
                 where,
@@ -334,25 +459,73 @@ class _Validator:
                 "e.g. rules: [{when: 'age < 7d', place: [hot]}]",
             )
             return ()
+        classes = classes or {}
         rules: list[Rule] = []
         for i, body in enumerate(value):
             rule_where: Path = (*where, i)
             spec = self.mapping(body, rule_where, RULE_KEYS, "a rule")
-            when = spec.get("when", "true")
-            if not isinstance(when, str):
-                when = str(when).lower() if isinstance(when, bool) else None
-            condition = self.condition(when, (*rule_where, "when"))
-            place, delete = self.outcome(spec, rule_where, tiers)
-            if condition is not None and when is not None and (place is not None or delete):
-                rules.append(Rule(i + 1, when, condition, place, delete))
+            when = _when_text(spec.get("when", "true"))
+            condition = self.condition(when, (*rule_where, "when"), classes, tiers)
+            guards: list[expr.Node] = []
+            class_name = spec.get("class")
+            if class_name is not None:
+                if not isinstance(class_name, str):
+                    self.problem((*rule_where, "class"), "class must be the name of a class")
+                    condition = None
+                elif self.name_ref(class_name, (*rule_where, "class"), classes, "class"):
+                    guards.append(expr.ClassRef(class_name, classes[class_name], f"class({class_name})"))
+                else:
+                    condition = None
+            place, delete, copies = self.outcome(spec, rule_where, tiers)
+            min_age = self.min_age(spec, rule_where, delete)
+            if min_age is not None:
+                text = f"age >= {spec['min_age']}"
+                guards.append(expr.Compare("age", ">=", min_age, text))
+            if condition is None or when is None or not (place or copies or delete):
+                continue
+            if delete and min_age is None and analysis.min_age_bound(condition) <= 0:
+                self.problem(
+                    (*rule_where, "delete"),
+                    f"policy {policy!r} rule {i + 1}: delete without a guard",
+                    "add `min_age: 30d` (an age every deleted object must also have), or a `when` that"
+                    " requires a minimum age such as `age >= 3y`",
+                )
+                continue
+            effective = expr.And((condition, *guards)) if guards else condition
+            rules.append(
+                Rule(i + 1, when, effective, place, delete, copies, min_age, class_name if guards else None)
+            )
         return tuple(rules)
 
-    def condition(self, when: str | None, where: Path) -> expr.Node | None:
+    def min_age(self, spec: dict[str, Any], where: Path, delete: bool) -> float | None:
+        if "min_age" not in spec:
+            return None
+        value = spec["min_age"]
+        try:
+            seconds = parse_duration(value) if isinstance(value, str) else None
+        except ValueError as exc:
+            self.problem((*where, "min_age"), str(exc), "e.g. min_age: 30d")
+            return None
+        if seconds is None:
+            self.problem((*where, "min_age"), "min_age must be a duration", "e.g. min_age: 30d")
+            return None
+        if not delete:
+            self.problem((*where, "min_age"), "min_age guards delete rules only", "use `when: age >= ...`")
+            return None
+        return seconds
+
+    def condition(
+        self,
+        when: str | None,
+        where: Path,
+        classes: dict[str, expr.Node] | None = None,
+        tiers: dict[str, Tier] | None = None,
+    ) -> expr.Node | None:
         if when is None:
             self.problem(where, "when must be a condition string", "e.g. when: 'age < 7d'")
             return None
         try:
-            return expr.parse(when)
+            return expr.parse(when, classes=classes or {}, tiers=tiers)
         except ExpressionError as exc:
             base = self.doc.loc(where)
             # Point at the character when the scalar is on one line (plain or quoted).
@@ -362,39 +535,87 @@ class _Validator:
             return None
 
     def _is_quoted(self, loc: Location) -> bool:
-        try:
-            with open(loc.path, encoding="utf-8") as f:
-                for _ in range(loc.line - 1):
-                    f.readline()
-                line = f.readline()
-        except OSError:
+        if not 0 < loc.line <= len(self.doc.lines):
             return False
+        line = self.doc.lines[loc.line - 1]
         return len(line) >= loc.column and line[loc.column - 1] in "'\""
 
     def outcome(
         self, spec: dict[str, Any], where: Path, tiers: dict[str, Tier]
-    ) -> tuple[tuple[str, ...] | None, bool]:
+    ) -> tuple[tuple[str, ...] | None, bool, Copies | None]:
+        """(place, delete, copies); place and copies may be combined, delete stands alone."""
         delete = spec.get("delete", False)
         if not isinstance(delete, bool):
             self.problem((*where, "delete"), "delete must be true or false")
             delete = False
         place_value = spec.get("place")
-        if delete and place_value is not None:
-            self.problem(where, "a rule has either place or delete, not both")
-            return None, False
-        if not delete and place_value is None:
-            self.problem(where, "a rule needs `place: [tiers]` or `delete: true`")
-            return None, False
-        if place_value is None:
-            return None, True
-        place = self.string_list(place_value, (*where, "place"), "place")
-        ok = all([self.name_ref(t, (*where, "place"), tiers, "tier") for t in place])
-        if not place:
+        copies_value = spec.get("copies")
+        if delete and (place_value is not None or copies_value is not None):
             self.problem(
-                (*where, "place"), "place needs at least one tier", "to remove objects use `delete: true`"
+                where,
+                "a rule has either place or delete, not both",
+                "`copies` goes with `place`; a delete rule removes the object everywhere",
             )
-            return None, False
-        return (tuple(dict.fromkeys(place)) if ok else None), False
+            return None, False, None
+        if not delete and place_value is None and copies_value is None:
+            self.problem(
+                where,
+                "a rule needs `place: [tiers]` or `delete: true` (or `copies: {among: [tiers], n: N}`)",
+                "place is the exact set of tiers; copies picks n of a group",
+            )
+            return None, False, None
+        if delete:
+            return None, True, None
+        place: tuple[str, ...] | None = None
+        if place_value is not None:
+            names = self.string_list(place_value, (*where, "place"), "place")
+            ok = all([self.name_ref(t, (*where, "place"), tiers, "tier") for t in names])
+            if not names:
+                self.problem(
+                    (*where, "place"),
+                    "place needs at least one tier",
+                    "to remove objects use `delete: true`",
+                )
+            place = tuple(dict.fromkeys(names)) if ok and names else None
+            if place is None:
+                return None, False, None
+        copies = None
+        if copies_value is not None:
+            copies = self.copies(copies_value, (*where, "copies"), tiers)
+            if copies is None:
+                return None, False, None
+        return place, False, copies
+
+    def copies(self, value: Any, where: Path, tiers: dict[str, Tier]) -> Copies | None:
+        if not isinstance(value, dict):
+            self.problem(where, "copies must be a mapping", "e.g. copies: {among: [gcs, s3-eu, s3-us], n: 2}")
+            return None
+        spec = self.mapping(value, where, COPIES_KEYS, "copies")
+        among = tuple(dict.fromkeys(self.string_list(spec.get("among"), (*where, "among"), "among")))
+        if not among:
+            self.problem(where, "copies needs `among: [tiers]`", "e.g. copies: {among: [gcs, s3], n: 1}")
+            return None
+        if not all([self.name_ref(t, (*where, "among"), tiers, "tier") for t in among]):
+            return None
+        n = spec.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(among):
+            self.problem(
+                (*where, "n") if "n" in spec else where,
+                f"copies.n must be a whole number from 1 to {len(among)} (the size of among), got {n!r}",
+                "n is how many tiers of `among` hold the object",
+            )
+            return None
+        return Copies(among, n)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def _when_text(value: Any) -> str | None:
+    """A `when` value as text: YAML may read `true`/`false` as booleans."""
+    if isinstance(value, str):
+        return value
+    return str(value).lower() if isinstance(value, bool) else None
 
 
 def _type_name(value: Any) -> str:

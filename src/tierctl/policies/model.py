@@ -27,12 +27,42 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class Copies:
+    """``copies: {among: [...], n: N}``: N placements chosen among a group of tiers."""
+
+    among: tuple[str, ...]
+    n: int
+
+
+@dataclass(frozen=True)
+class DeleteLimit:
+    """``max_delete``: the most objects one plan may expire, as a count or a percentage."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def allows(self, deletes: int, objects: int) -> bool:
+        if self.count is not None:
+            return deletes <= self.count
+        return deletes <= (self.percent or 0.0) / 100.0 * objects
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
+@dataclass(frozen=True)
 class Rule:
+    """``condition`` is what decides: ``when`` and, if given, the rule's class and the
+    delete guard ``min_age`` (seconds), all joined by and."""
+
     index: int  # 1-based position in its policy
     when: str
     condition: Node
     place: tuple[str, ...] | None = None
     delete: bool = False
+    copies: Copies | None = None
+    min_age: float | None = None
+    class_name: str | None = None
 
     def describe(self) -> str:
         return f"rule {self.index} '{self.when}'"
@@ -46,6 +76,47 @@ class Policy:
     schedule: str | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    max_delete: DeleteLimit | None = None
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """``retries:``: retryable storage errors are tried ``attempts`` times in all, with
+    exponential backoff and full jitter between ``base_delay`` and ``max_delay`` seconds."""
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """``daemon:``: how scheduled runs go. ``error_budget`` stops a run once more than that
+    share of its finished actions failed (None: never)."""
+
+    timezone: str = "UTC"
+    error_budget: float | None = 0.2
+    jobs: int = 8
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """``alerts:``: after daemon runs whose outcome class is in ``on`` (failure, success,
+    interrupted), run ``command`` (payload as JSON on stdin) and/or POST it to ``webhook``."""
+
+    on: tuple[str, ...] = ("failure",)
+    command: str | None = None
+    webhook: str | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``metrics:``: Prometheus text written to ``textfile`` after every daemon run and/or
+    served at ``listen`` (host:port)."""
+
+    textfile: str | None = None
+    listen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +127,11 @@ class Config:
     policies: tuple[Policy, ...]
     index_path: str
     digest_algorithm: str = "crc32c"
+    classes: dict[str, Node] = field(default_factory=dict)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    retries: RetrySettings = field(default_factory=RetrySettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def policies_for(self, dataset: str) -> tuple[Policy, ...]:
         return tuple(p for p in self.policies if p.dataset == dataset)
@@ -66,7 +142,14 @@ class Config:
             "tiers": {n: [t.url, t.storage_class] for n, t in sorted(self.tiers.items())},
             "datasets": {n: [d.prefix, d.home] for n, d in sorted(self.datasets.items())},
             "policies": [
-                [p.name, p.dataset, p.include, p.exclude, [[r.when, r.place, r.delete] for r in p.rules]]
+                [
+                    p.name,
+                    p.dataset,
+                    p.include,
+                    p.exclude,
+                    str(p.max_delete),
+                    [[repr(r.condition), r.place, r.delete, repr(r.copies)] for r in p.rules],
+                ]
                 for p in self.policies
             ],
             "digest": self.digest_algorithm,
