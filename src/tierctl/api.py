@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -98,7 +99,12 @@ def scan(
         for name in _datasets(config, datasets):
             prefix = config.datasets[name].prefix
             for tier, mover in movers.items():
-                report = index.scan_tier(name, tier, prefix, mover.list(prefix), now, allow_empty=allow_empty)
+                group = config.store_group(tier)
+                known = functools.partial(index.known_entry, name, group)
+                entries = mover.list(prefix, known=known)
+                if len(group) > 1:
+                    entries = (e for e in entries if config.tier_for_class(group, e.storage_class) == tier)
+                report = index.scan_tier(name, tier, prefix, entries, now, allow_empty=allow_empty)
                 report.errors.extend(
                     f"skipped unsafe or non-regular key {k!r} on {tier}" for k in mover.skipped_keys()
                 )

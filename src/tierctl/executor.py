@@ -15,14 +15,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound, TierctlError
+from tierctl.errors import (
+    MoverError,
+    ObjectArchived,
+    ObjectChanged,
+    ObjectNotFound,
+    TierctlError,
+    VerificationFailed,
+)
 from tierctl.index import Index
 from tierctl.model import MTIME_WINDOW, Entry
 from tierctl.movers.base import Mover
-from tierctl.movers.digest import digest_of
+from tierctl.movers.digest import algorithm_of, digest_of
 from tierctl.movers.retry import Backoff, is_retryable
 from tierctl.movers.transfer import copy_verified, verify_same
 from tierctl.plan import Action, Plan, group_by_object
@@ -162,9 +169,16 @@ class _Unit:
                     return self.verify(action)
                 if action.op == "delete":
                     return self.delete(action)
+                if action.op == "transition":
+                    return self.transition(action)
+                if action.op == "restore":
+                    return self.restore(action)
                 return ActionResult(action, "failed", error=f"unknown action {action.op!r}")
             except ObjectChanged as exc:
                 return ActionResult(action, "skipped", error=str(exc))
+            except ObjectArchived as exc:
+                # A restore is under way (or must be asked for): this waits, it has not failed.
+                return ActionResult(action, "skipped", error=f"waiting for a restore: {exc}")
             except (TierctlError, OSError) as exc:
                 if retry < retries and is_retryable(exc) and self.pause(retry):
                     continue
@@ -207,6 +221,7 @@ class _Unit:
             expected=Entry(a.key, a.size, a.mtime),
             algorithm=self.digest,
             durable=self.durable,
+            storage_class=a.storage_class,
             on_bytes=self.on_bytes,
         )
         return ActionResult(a, "done", bytes=result.bytes, checksum=result.checksum, entry=result.entry)
@@ -214,10 +229,46 @@ class _Unit:
     def verify(self, a: Action) -> ActionResult:
         assert a.source is not None
         src, dst = self.movers[a.source], self.movers[a.target]
-        for mover in (src, dst):
-            if not _holds(mover.stat(a.key), a.size, a.mtime):
+        entries = [src.stat(a.key), dst.stat(a.key)]
+        for mover, entry in zip((src, dst), entries, strict=True):
+            if not _holds(entry, a.size, a.mtime):
                 return ActionResult(a, "skipped", error=f"{mover.url}/{a.key} changed since it was planned")
+        target = entries[1]
+        if target.restore_state in ("archived", "restoring"):
+            # Never read an archived object: compare the source with the store's checksum.
+            if not target.checksum:
+                return ActionResult(
+                    a,
+                    "failed",
+                    error=f"{dst.url}/{a.key} is archived and its store gives no checksum to verify",
+                )
+            digest = digest_of(src.read_chunks(a.key), algorithm_of(target.checksum))
+            if digest != target.checksum:
+                raise VerificationFailed(
+                    f"{a.key}: {src.url} has {digest}, archived {dst.url} has {target.checksum}"
+                )
+            return ActionResult(a, "done", checksum=digest)
         return ActionResult(a, "done", checksum=verify_same(src, dst, a.key, self.digest))
+
+    def transition(self, a: Action) -> ActionResult:
+        assert a.source is not None and a.storage_class is not None
+        store = self.movers[a.source]
+        entry = store.stat(a.key)
+        if not _holds(entry, a.size, a.mtime):
+            return ActionResult(a, "skipped", error=f"{store.url}/{a.key} changed since it was planned")
+        if entry.restore_state in ("archived", "restoring"):
+            raise ObjectArchived(f"{store.url}/{a.key} must be restored before it leaves its archive class")
+        return ActionResult(a, "done", entry=store.set_storage_class(a.key, a.storage_class))
+
+    def restore(self, a: Action) -> ActionResult:
+        store = self.movers[a.target]
+        entry = store.stat(a.key)
+        if not _holds(entry, a.size, a.mtime):
+            return ActionResult(a, "skipped", error=f"{store.url}/{a.key} changed since it was planned")
+        if entry.restore_state == "archived":
+            store.restore(a.key, days=a.restore_days or 7, tier=a.restore_speed or "Standard")
+            entry = replace(entry, restore_state="restoring")
+        return ActionResult(a, "done", entry=entry)
 
     def delete(self, a: Action) -> ActionResult:
         target = self.movers[a.target]
@@ -360,6 +411,10 @@ def _record(index: Index, run_id: int, results: list[ActionResult], report: Appl
                         index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
                 elif a.op == "delete":
                     index.record_delete(a.dataset, a.key, a.target)
+                elif a.op == "transition" and a.source and r.entry is not None:
+                    index.record_transition(a.dataset, a.key, a.source, a.target, r.entry)
+                elif a.op == "restore" and r.entry is not None:
+                    index.record_restore_state(a.dataset, a.key, a.target, r.entry.restore_state)
             else:
                 if r.status == "failed":
                     report.failed += 1

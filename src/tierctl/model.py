@@ -50,6 +50,12 @@ class Placement:
     verified_at: float | None = None
     changed_at: float | None = None
     atime: float | None = None  # last access, where known
+    restore_state: str | None = None  # archived | restoring | restored, for archive classes
+
+    @property
+    def readable(self) -> bool:
+        """Not in an archive class awaiting restore: a copy may read it now."""
+        return self.restore_state not in ("archived", "restoring")
 
     def same_content(self, other: Placement | Entry) -> bool:
         """Same version of the object: equal size and mtime, and equal checksums when both known."""

@@ -19,7 +19,7 @@ from tierctl.errors import PlanFileError
 
 FORMAT = "tierctl-plan"
 FORMAT_VERSION = 1
-OPS = ("copy", "verify", "delete")
+OPS = ("copy", "verify", "transition", "restore", "delete")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class Action:
       (a stale copy the plan overwrites).
     - verify: ``source`` and ``target`` both hold that content (then their bytes are
       compared).
+    - transition: the object on ``source``'s store holds that content; it changes to
+      ``storage_class`` in place and its placement becomes ``target`` (same URL).
+    - restore: ``target`` holds that content in an archive class; a temporary readable
+      copy is requested for ``restore_days`` at ``restore_speed``. Copies wait for it.
     - delete: ``target`` is ``expect`` (or the content when ``expect`` is None), and,
       unless ``explicit`` (a delete rule), every tier in ``keep`` holds the content.
     ``requires``: ids of actions that must have succeeded first.
@@ -61,6 +65,9 @@ class Action:
     explicit: bool = False
     policy: str = ""
     rule: int | None = None
+    storage_class: str | None = None
+    restore_days: int | None = None
+    restore_speed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -116,7 +123,7 @@ class Plan:
             row = groups[(kind, a.source or "", a.target)]
             row[0] += 1
             row[1] += a.size
-        order = {"copy": 0, "move": 1, "verify": 2, "delete": 3}
+        order = {"restore": 0, "copy": 1, "move": 2, "transition": 3, "verify": 4, "delete": 5}
         return [
             {"action": kind, "source": source or None, "target": target, "objects": n, "bytes": b}
             for (kind, source, target), (n, b) in sorted(

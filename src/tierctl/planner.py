@@ -92,7 +92,7 @@ def plan_object(
     if decision.delete:
         yield from _deletes_for_rule(obj, present, version, decision, ids)
         return
-    yield from _placements_for(obj, present, version, decision, ids, tier_order)
+    yield from _placements_for(config, obj, present, version, decision, ids, tier_order)
 
 
 def _deletes_for_rule(
@@ -118,6 +118,7 @@ def _deletes_for_rule(
 
 
 def _placements_for(
+    config: Config,
     obj: ObjectSnapshot,
     present: tuple[Placement, ...],
     version: Placement,
@@ -128,33 +129,86 @@ def _placements_for(
     desired = decision.desired
     by_tier = {p.tier: p for p in present}
     current = {p.tier: p for p in present if p.same_content(version)}
-    undesired = [t for t in sorted(by_tier, key=tier_order.__getitem__) if t not in desired]
-    sources = sorted(current, key=lambda t: (t in desired, tier_order[t]))
-    # Read from a placement that is about to go if there is one: it is the copy the
-    # move is for, and it leaves desired tiers free to serve readers.
-    source = sources[0]
-    reason = decision.reason()
+    missing = [t for t in desired if t not in current]
+    # A missing tier whose store already holds the object under another (undesired) tier
+    # of the same URL is reached by an in-place storage-class change, not a copy.
+    transitions: dict[str, str] = {}
+    for tier in missing:
+        source_tier = next(
+            (
+                t
+                for t in config.store_group(tier)
+                if t in current and t not in desired and t not in transitions.values()
+            ),
+            None,
+        )
+        if source_tier is not None:
+            transitions[tier] = source_tier
+    copies = [t for t in missing if t not in transitions]
+    undesired = [
+        t
+        for t in sorted(by_tier, key=tier_order.__getitem__)
+        if t not in desired and t not in transitions.values()
+    ]
+    # Read from a placement that is about to go if there is one: it is the copy the move is
+    # for, and it leaves desired tiers free to serve readers. Never from an archived one.
+    readable = sorted(
+        (t for t in current if current[t].readable), key=lambda t: (t in desired, tier_order[t])
+    )
     common = {
         "dataset": obj.dataset,
         "key": obj.key,
         "size": version.size,
         "mtime": version.mtime,
         "checksum": version.checksum,
-        "reason": reason,
+        "reason": decision.reason(),
         "policy": decision.policy.name,
         "rule": decision.rule.index,
     }
+    needs_read = bool(copies) or any(not current[s].readable for s in transitions.values())
+    if needs_read and not readable:
+        restoring = sorted(
+            (t for t in current if current[t].restore_state == "restoring"), key=tier_order.__getitem__
+        )
+        if not restoring:
+            # Only archived copies hold the current version: ask for a readable one and
+            # plan the rest once it is there (a later run).
+            archived = min(current, key=tier_order.__getitem__)
+            tier = config.tiers[archived]
+            yield Action(
+                id=ids.take(),
+                op="restore",
+                target=archived,
+                restore_days=tier.restore_days,
+                restore_speed=tier.restore_speed,
+                **common,
+            )
+            return
+        readable = restoring  # the executor checks the restore live and waits if unfinished
     prerequisites: list[int] = []
-    for tier in desired:
-        if tier in current:
-            continue
+    reads_from: dict[str, list[int]] = {}
+    for tier in copies:
         stale = by_tier.get(tier)
         action = Action(
             id=ids.take(),
             op="copy",
-            source=source,
+            source=readable[0],
             target=tier,
             expect=Expect(stale.size, stale.mtime) if stale else None,
+            storage_class=config.tiers[tier].storage_class,
+            **common,
+        )
+        prerequisites.append(action.id)
+        reads_from.setdefault(readable[0], []).append(action.id)
+        yield action
+    for tier, source_tier in transitions.items():
+        action = Action(
+            id=ids.take(),
+            op="transition",
+            source=source_tier,
+            target=tier,
+            storage_class=config.tiers[tier].storage_class or "STANDARD",
+            requires=tuple(reads_from.get(source_tier, ())),  # change class after reading it
             **common,
         )
         prerequisites.append(action.id)
@@ -168,7 +222,7 @@ def _placements_for(
             and placement.verified_at is None
             and not _checksums_agree(placement, version, current)
         ):
-            verify_source = next((t for t in sources if t != tier), None)
+            verify_source = next((t for t in readable if t != tier), None)
             if verify_source is None:
                 continue
             action = Action(id=ids.take(), op="verify", source=verify_source, target=tier, **common)

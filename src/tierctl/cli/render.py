@@ -18,7 +18,14 @@ from tierctl.plan import Plan
 from tierctl.policies.model import Config
 from tierctl.policies.units import format_size
 
-SYMBOL = {"copy": "[green]+[/]", "move": "[yellow]~[/]", "verify": "[cyan]?[/]", "delete": "[red]-[/]"}
+SYMBOL = {
+    "copy": "[green]+[/]",
+    "move": "[yellow]~[/]",
+    "transition": "[yellow]>[/]",
+    "restore": "[blue]^[/]",
+    "verify": "[cyan]?[/]",
+    "delete": "[red]-[/]",
+}
 
 
 def when(timestamp: float | None) -> str:
@@ -74,7 +81,7 @@ def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, int]]:
             continue
         if a.op == "copy" and (a.dataset, a.key, a.source) in moved:
             rows.append((a.reason, "move", a.key, f"{a.source} -> {a.target}", a.size))
-        elif a.op in ("copy", "verify"):
+        elif a.op in ("copy", "verify", "transition"):
             rows.append((a.reason, a.op, a.key, f"{a.source} -> {a.target}", a.size))
         else:
             rows.append((a.reason, a.op, a.key, a.target, a.size))
@@ -178,6 +185,7 @@ def placement_json(p: Placement, config: Config) -> dict[str, Any]:
         "checksum": p.checksum,
         "storage_class": p.storage_class or (tier.storage_class if tier else None),
         "state": p.state,
+        "restore_state": p.restore_state,
         "first_seen": p.first_seen,
         "verified_at": p.verified_at,
     }
@@ -216,7 +224,7 @@ def print_where(console: Console, result: WhereResult, config: Config) -> None:
                 format_size(p.size),
                 when(p.mtime),
                 p.checksum or "-",
-                doc["storage_class"] or "-",
+                (doc["storage_class"] or "-") + (f" ({p.restore_state})" if p.restore_state else ""),
                 when(p.verified_at),
             )
         console.print(table)

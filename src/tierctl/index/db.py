@@ -24,7 +24,7 @@ from tierctl.model import MTIME_WINDOW, Entry, ObjectSnapshot, Placement, ScanRe
 BATCH = 10_000
 _PLACEMENT_COLUMNS = (
     "dataset, key, tier, size, mtime, checksum, storage_class, etag, state,"
-    " first_seen, verified_at, changed_at, atime"
+    " first_seen, verified_at, changed_at, atime, restore_state"
 )
 
 
@@ -128,7 +128,8 @@ class Index:
         reader = _connect(self.path)
         try:
             rows = reader.execute(
-                "SELECT key, size, mtime, checksum, state, storage_class, etag, atime FROM placements"
+                "SELECT key, size, mtime, checksum, state, storage_class, etag, atime, restore_state"
+                " FROM placements"
                 " WHERE dataset = ? AND tier = ? AND key >= ? AND key < ? ORDER BY key",
                 (dataset, tier, lo, hi),
             )
@@ -157,18 +158,19 @@ class Index:
             with self.transaction() as tx:
                 tx.executemany(
                     f"INSERT OR REPLACE INTO placements ({_PLACEMENT_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, NULL, NULL, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, NULL, NULL, ?, ?)",
                     inserts,
                 )
                 tx.executemany(
                     "UPDATE placements SET size = ?, mtime = ?, checksum = ?, storage_class = ?, etag = ?,"
-                    " atime = ?, state = 'present', verified_at = NULL, changed_at = ?"
+                    " atime = ?, restore_state = ?, state = 'present', verified_at = NULL, changed_at = ?"
                     " WHERE dataset = ? AND key = ? AND tier = ?",
                     changes,
                 )
                 tx.executemany(
                     "UPDATE placements SET checksum = coalesce(?, checksum), storage_class = ?, etag = ?,"
-                    " atime = coalesce(?, atime) WHERE dataset = ? AND key = ? AND tier = ?",
+                    " atime = coalesce(?, atime), restore_state = coalesce(?, restore_state)"
+                    " WHERE dataset = ? AND key = ? AND tier = ?",
                     metadata,
                 )
                 tx.executemany(
@@ -227,7 +229,7 @@ class Index:
         metadata: list[tuple[Any, ...]],
         inserts: list[tuple[Any, ...]],
     ) -> None:
-        key, size, mtime, checksum, state, storage_class, etag, atime = row
+        key, size, mtime, checksum, state, storage_class, etag, atime, restore_state = row
         dataset, tier = report.dataset, report.tier
         if state != "present":
             inserts.append(_insert_row(dataset, tier, entry, now))
@@ -252,6 +254,7 @@ class Index:
                     entry.storage_class,
                     entry.etag,
                     entry.atime,
+                    entry.restore_state,
                     now,
                     dataset,
                     key,
@@ -266,9 +269,19 @@ class Index:
             or entry.etag != etag
             or (entry.checksum is not None and checksum is None)
             or (entry.atime is not None and entry.atime != atime)
+            or (entry.restore_state is not None and entry.restore_state != restore_state)
         ):
             metadata.append(
-                (entry.checksum, entry.storage_class, entry.etag, entry.atime, dataset, key, tier)
+                (
+                    entry.checksum,
+                    entry.storage_class,
+                    entry.etag,
+                    entry.atime,
+                    entry.restore_state,
+                    dataset,
+                    key,
+                    tier,
+                )
             )
 
     # -- reads for the planner and the CLI ---------------------------------------------------
@@ -345,10 +358,11 @@ class Index:
     ) -> None:
         self.conn.execute(
             f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL, NULL)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL, NULL, ?)"
             " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
             " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
-            " state = 'present', verified_at = excluded.verified_at, changed_at = NULL",
+            " state = 'present', verified_at = excluded.verified_at, changed_at = NULL,"
+            " restore_state = excluded.restore_state",
             (
                 dataset,
                 key,
@@ -360,6 +374,7 @@ class Index:
                 entry.etag,
                 now,
                 now if verified else None,
+                entry.restore_state,
             ),
         )
 
@@ -368,6 +383,34 @@ class Index:
             "UPDATE placements SET checksum = ?, verified_at = ? WHERE dataset = ? AND key = ? AND tier = ?",
             (checksum, now, dataset, key, tier),
         )
+
+    def record_transition(self, dataset: str, key: str, source: str, target: str, entry: Entry) -> None:
+        """The object changed storage class in place: its placement moves from ``source`` to
+        ``target`` (tiers sharing one URL), keeping its digest and verification time."""
+        self.conn.execute(
+            "UPDATE placements SET tier = ?, storage_class = ?, etag = ?, restore_state = ?"
+            " WHERE dataset = ? AND key = ? AND tier = ?",
+            (target, entry.storage_class, entry.etag, entry.restore_state, dataset, key, source),
+        )
+
+    def record_restore_state(self, dataset: str, key: str, tier: str, state: str | None) -> None:
+        self.conn.execute(
+            "UPDATE placements SET restore_state = ? WHERE dataset = ? AND key = ? AND tier = ?",
+            (state, dataset, key, tier),
+        )
+
+    def known_entry(self, dataset: str, tiers: tuple[str, ...], key: str) -> Entry | None:
+        """The index's entry for ``key`` on any of ``tiers`` (tiers sharing one store), for
+        movers whose listings lack the content mtime (see Mover.list's ``known``)."""
+        marks = ", ".join("?" for _ in tiers)
+        row = self.conn.execute(
+            "SELECT size, mtime, checksum, storage_class, etag FROM placements"
+            f" WHERE dataset = ? AND key = ? AND state = 'present' AND tier IN ({marks}) LIMIT 1",
+            (dataset, key, *tiers),
+        ).fetchone()
+        if row is None:
+            return None
+        return Entry(key, row[0], row[1], checksum=row[2], storage_class=row[3], etag=row[4])
 
     def record_delete(self, dataset: str, key: str, tier: str) -> None:
         self.conn.execute(
@@ -460,6 +503,7 @@ def _insert_row(dataset: str, tier: str, entry: Entry, now: float) -> tuple[Any,
         entry.etag,
         now,
         entry.atime,
+        entry.restore_state,
     )
 
 

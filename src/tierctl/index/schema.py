@@ -66,6 +66,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE placements ADD COLUMN atime REAL;
     """,
+    # 3: archived objects: archived | restoring | restored (None: readable class or unknown).
+    """
+    ALTER TABLE placements ADD COLUMN restore_state TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,7 +29,9 @@ TOP_KEYS = (
     *("version", "index", "digest", "tiers", "datasets", "classes", "policies"),
     *("daemon", "retries", "alerts", "metrics"),
 )
-TIER_KEYS = ("url", "storage_class", "mover", "options", "description")
+TIER_KEYS = ("url", "storage_class", "mover", "options", "restore", "description")
+RESTORE_KEYS = ("days", "tier")
+RESTORE_SPEEDS = ("Expedited", "Standard", "Bulk")
 DATASET_KEYS = ("prefix", "home", "description")
 CLASS_KEYS = ("when", "include", "exclude", "description")
 POLICY_KEYS = (
@@ -281,10 +283,33 @@ class _Validator:
                 self.problem((*where, "options"), "options must be a mapping")
                 options = {}
             mover = spec.get("mover", "auto")
+            days, speed = self.restore_settings(spec.get("restore"), (*where, "restore"), name)
             if url:
-                tiers[name] = Tier(name, self.resolve_url(url), storage_class, str(mover), options)
+                tiers[name] = Tier(
+                    name, self.resolve_url(url), storage_class, str(mover), options, days, speed
+                )
         self.check_tier_overlap(tiers)
         return tiers
+
+    def restore_settings(self, value: Any, where: Path, tier: str) -> tuple[int, str]:
+        """``restore: {days: 7, tier: Standard}``: how long a restored copy of an archived
+        object stays readable, and the store's retrieval speed."""
+        if value is None:
+            return 7, "Standard"
+        spec = self.mapping(value, where, RESTORE_KEYS, f"tier {tier!r}: restore")
+        days = spec.get("days", 7)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+            self.problem((*where, "days"), "restore days must be a whole number from 1 to 365")
+            days = 7
+        speed = spec.get("tier", "Standard")
+        if speed not in RESTORE_SPEEDS:
+            self.problem(
+                (*where, "tier"),
+                f"unknown restore tier {speed!r}",
+                f"use one of: {', '.join(RESTORE_SPEEDS)}",
+            )
+            speed = "Standard"
+        return days, speed
 
     def resolve_url(self, url: str) -> str:
         if "://" in url:
@@ -579,6 +604,18 @@ class _Validator:
             place = tuple(dict.fromkeys(names)) if ok and names else None
             if place is None:
                 return None, False, None
+            urls: dict[str, str] = {}
+            for tier in place:
+                url = tiers[tier].url.rstrip("/")
+                if url in urls:
+                    self.problem(
+                        (*where, "place"),
+                        f"tiers {urls[url]!r} and {tier!r} share one URL:"
+                        " an object there has one storage class",
+                        "place the object on one of them; moving between them is an in-place transition",
+                    )
+                    return None, False, None
+                urls[url] = tier
         copies = None
         if copies_value is not None:
             copies = self.copies(copies_value, (*where, "copies"), tiers)

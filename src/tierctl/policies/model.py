@@ -17,6 +17,8 @@ class Tier:
     storage_class: str | None = None
     mover: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
+    restore_days: int = 7  # how long a restored copy of an archived object stays readable
+    restore_speed: str = "Standard"  # the store's retrieval tier: Expedited | Standard | Bulk
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,25 @@ class Config:
     retries: RetrySettings = field(default_factory=RetrySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def store_group(self, tier: str) -> tuple[str, ...]:
+        """The tiers that share ``tier``'s URL (one store, different storage classes), in
+        declaration order; a tier alone is a group of one."""
+        url = self.tiers[tier].url.rstrip("/")
+        return tuple(name for name, t in self.tiers.items() if t.url.rstrip("/") == url)
+
+    def tier_for_class(self, group: tuple[str, ...], storage_class: str | None) -> str:
+        """Which tier of a store group an object in ``storage_class`` belongs to: the tier
+        declaring that class, else the group's tier without a class (the store's default)."""
+        wanted = (storage_class or "STANDARD").upper()
+        default = None
+        for name in group:
+            declared = self.tiers[name].storage_class
+            if declared is not None and declared.upper() == wanted:
+                return name
+            if declared is None or declared.upper() == "STANDARD":
+                default = default or name
+        return default or group[0]
 
     def policies_for(self, dataset: str) -> tuple[Policy, ...]:
         return tuple(p for p in self.policies if p.dataset == dataset)
