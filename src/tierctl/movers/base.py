@@ -11,6 +11,7 @@ Keys are relative to the tier root, '/'-separated, and pass :func:`check_key`.
 from __future__ import annotations
 
 import abc
+import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ class Unsupported(MoverError):
     """The mover does not offer this optional ability."""
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Anything that might be unsafe: empty key, control characters, a leading or trailing '/',
+# '//', or a '.' / '..' segment. Keys that match get the exact checks (and messages) below.
+_SUSPECT = re.compile(r"\A\Z|[\x00-\x1f\x7f]|\A/|/\Z|//|(?:\A|/)\.\.?(?:/|\Z)")
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is safe on every store, else raise :class:`UnsafeKey`.
 
@@ -54,12 +61,14 @@ def check_key(key: str) -> str:
     control characters, and keys that are not in Unicode NFC (two spellings of one name
     would become two objects on some stores and one on others).
     """
+    if not _SUSPECT.search(key) and (key.isascii() or unicodedata.is_normalized("NFC", key)):
+        return key  # the common case: one regex scan, no per-character Python
     if not key or key.startswith("/") or key.endswith("/"):
         raise UnsafeKey(f"unsafe key {key!r}: must be a relative path to a file")
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             raise UnsafeKey(f"unsafe key {key!r}: empty, '.' or '..' segment")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    if _CONTROL.search(key):
         raise UnsafeKey(f"unsafe key {key!r}: control character")
     if not unicodedata.is_normalized("NFC", key):
         raise UnsafeKey(
