@@ -311,9 +311,10 @@ def execute(
         return budget_spent.is_set() or (options.stop is not None and options.stop.is_set())
 
     try:
-        for results in _run_units(units, movers, options, events, stopping):
-            _record(index, run_id, results, report)
-            events.finished_object(results)
+        for batch in _run_units(units, movers, options, events, stopping):
+            _record(index, run_id, [r for results in batch for r in results], report)
+            for results in batch:
+                events.finished_object(results)
             if not budget_spent.is_set() and _over_budget(report, options.max_failure_share):
                 report.error = (
                     f"error budget spent: {report.failed} of {report.done + report.failed + report.skipped}"
@@ -350,10 +351,11 @@ def _run_units(
     options: ApplyOptions,
     events: Events,
     stopping: Callable[[], bool] | None = None,
-) -> Iterator[list[ActionResult]]:
-    """Yield each unit's results as it completes; at most ``2 * jobs`` units in flight.
-    On KeyboardInterrupt, units not started are dropped and running ones are finished
-    and yielded before the interrupt propagates."""
+) -> Iterator[list[list[ActionResult]]]:
+    """Yield the results of the units that completed together (one index transaction per
+    batch, not per object); at most ``4 * jobs`` units in flight. On KeyboardInterrupt,
+    units not started are dropped and running ones are finished and yielded before the
+    interrupt propagates."""
     if stopping is None:
 
         def stopping() -> bool:
@@ -370,20 +372,19 @@ def _run_units(
                     break
                 worker = _Unit(unit, movers, options.digest, events.advanced, options.retry, options.stop)
                 pending.add(pool.submit(worker.run))
-                if len(pending) >= 2 * jobs:
+                if len(pending) >= 4 * jobs:
                     break
             if not pending:
                 return
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+            yield [future.result() for future in finished]
     except KeyboardInterrupt:
         for future in pending:
             future.cancel()
         for future in pending:
             if not future.cancelled():
                 try:
-                    yield future.result()
+                    yield [future.result()]
                 except KeyboardInterrupt:
                     break
         raise

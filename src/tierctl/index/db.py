@@ -399,18 +399,21 @@ class Index:
             (state, dataset, key, tier),
         )
 
-    def known_entry(self, dataset: str, tiers: tuple[str, ...], key: str) -> Entry | None:
-        """The index's entry for ``key`` on any of ``tiers`` (tiers sharing one store), for
-        movers whose listings lack the content mtime (see Mover.list's ``known``)."""
-        marks = ", ".join("?" for _ in tiers)
+    def known_entry(self, dataset: str, tiers: str | tuple[str, ...], key: str) -> Entry | None:
+        """The present placement of ``key`` on ``tiers`` (a tier, or the tiers sharing one
+        store) as last recorded: the ``known`` callback of :meth:`Mover.list`, so S3 skips a
+        HEAD per unchanged object."""
+        group = (tiers,) if isinstance(tiers, str) else tiers
+        marks = ", ".join("?" for _ in group)
         row = self.conn.execute(
-            "SELECT size, mtime, checksum, storage_class, etag FROM placements"
+            "SELECT size, mtime, checksum, storage_class, etag, atime FROM placements"
             f" WHERE dataset = ? AND key = ? AND state = 'present' AND tier IN ({marks}) LIMIT 1",
-            (dataset, key, *tiers),
+            (dataset, key, *group),
         ).fetchone()
         if row is None:
             return None
-        return Entry(key, row[0], row[1], checksum=row[2], storage_class=row[3], etag=row[4])
+        size, mtime, checksum, storage_class, etag, atime = row
+        return Entry(key, size, mtime, checksum, storage_class, etag, atime=atime)
 
     def record_delete(self, dataset: str, key: str, tier: str) -> None:
         self.conn.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat as stat_module
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -33,15 +34,6 @@ def _abandoned(name: str) -> bool:
     except OSError:
         return False  # exists, owned by someone else
     return False
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()
 
 
 def _os_error(exc: OSError, what: str) -> MoverError:
@@ -78,6 +70,9 @@ class LocalMover(Mover):
         self._real_root = os.path.realpath(self.root)
         self._skipped: list[str] = []
         self.removed_temp_files = 0
+        # Parent folders made and checked to lie inside the root; a delete that prunes a
+        # folder forgets it. Saves a makedirs and a realpath per written file.
+        self._ready_dirs: set[str] = set()
 
     # -- required core ------------------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -123,9 +118,7 @@ class LocalMover(Mover):
         # yields keys in global code-point order, the order S3 and GCS list in.
         try:
             with os.scandir(path) as it:
-                entries = [
-                    e for e in it if e.name.startswith(name_prefix) and not self._is_temp(e)
-                ]
+                entries = [e for e in it if e.name.startswith(name_prefix) and not self._is_temp(e)]
         except OSError as exc:
             raise _os_error(exc, f"listing {path}") from exc
         keyed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries]
@@ -180,14 +173,14 @@ class LocalMover(Mover):
             raise _os_error(exc, what) from exc
         try:
             with open(fd, "wb") as f:
-                os.fchmod(f.fileno(), _FILE_MODE)
                 for chunk in chunks:
                     f.write(chunk)
+                f.flush()
+                mtime_ns = round(mtime * 1e9)
+                os.utime(f.fileno(), ns=(mtime_ns, mtime_ns))
                 if durable:
-                    f.flush()
                     os.fsync(f.fileno())
-            mtime_ns = round(mtime * 1e9)
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+                st = os.fstat(f.fileno())
             os.replace(tmp, path)
             if durable:
                 _fsync_dir(parent)
@@ -196,21 +189,25 @@ class LocalMover(Mover):
             if isinstance(exc, OSError):
                 raise _os_error(exc, what) from exc
             raise
-        return self.stat(key)
+        return Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
 
     def _temp_file(self, parent: str) -> tuple[int, str]:
-        import tempfile
-
-        for _attempt in range(3):
-            os.makedirs(parent, exist_ok=True)
-            real_parent = os.path.realpath(parent)
-            if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
-                raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
+        """Create a new temp file (mode 0666 less the umask) in ``parent``, making the folder."""
+        for attempt in range(4):
+            if parent not in self._ready_dirs:
+                os.makedirs(parent, exist_ok=True)
+                real_parent = os.path.realpath(parent)
+                if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
+                    raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
+                self._ready_dirs.add(parent)
+            tmp = os.path.join(parent, f"{_temp_prefix()}{secrets.token_hex(8)}")
             try:
-                return tempfile.mkstemp(prefix=_temp_prefix(), dir=parent)
-            except FileNotFoundError:
-                continue  # a concurrent delete pruned the empty folder: make it again
-        return tempfile.mkstemp(prefix=_temp_prefix(), dir=parent)
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+            except (FileNotFoundError, FileExistsError):
+                if attempt == 3:
+                    raise
+                self._ready_dirs.discard(parent)  # a concurrent delete pruned the folder
+        raise AssertionError("unreachable")
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -226,11 +223,11 @@ class LocalMover(Mover):
                 os.rmdir(folder)
             except OSError:
                 return  # not empty (or already gone): stop
+            self._ready_dirs.discard(folder)
             folder = os.path.dirname(folder)
 
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
-
 
 
 def _fsync_dir(path: str) -> None:
