@@ -1,0 +1,1 @@
+"""tierctl vs rclone benchmark harness (issue 8). Entry point: ``bench/run.py``."""
