@@ -254,3 +254,13 @@ def test_saved_plan_file_must_exist_and_parse(sandbox: Sandbox, tmp_path) -> Non
     bad.write_text("{not json")
     with pytest.raises(PlanFileError, match="not a readable plan"):
         api.load_plan(config, str(bad))
+
+
+def test_history_keeps_where_a_moved_object_was_first_seen(sandbox: Sandbox, cli) -> None:
+    now = time.time()
+    sandbox.put("hot", "logs/x.log", b"data", age_days=100, now=now)
+    cli("-c", sandbox.config, "scan")
+    cli("-c", sandbox.config, "apply", "--yes")
+    events = json.loads(cli("-c", sandbox.config, "history", "logs/x.log", "--json").out)
+    assert [(e["event"], e["tier"]) for e in events] == [("seen", "hot"), ("copy", "cold"), ("delete", "hot")]
+    assert events[1]["source"] == "hot" and "rule 3" in events[1]["reason"]

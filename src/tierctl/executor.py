@@ -397,6 +397,7 @@ def _record(index: Index, run_id: int, results: list[ActionResult], report: Appl
     with index.transaction():
         for r in results:
             a = r.action
+            first_seen = None
             if r.status == "done":
                 report.done += 1
                 report.bytes += r.bytes
@@ -411,7 +412,7 @@ def _record(index: Index, run_id: int, results: list[ActionResult], report: Appl
                     if a.source:
                         index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
                 elif a.op == "delete":
-                    index.record_delete(a.dataset, a.key, a.target)
+                    first_seen = index.record_delete(a.dataset, a.key, a.target)
                 elif a.op == "transition" and a.source and r.entry is not None:
                     index.record_transition(a.dataset, a.key, a.source, a.target, r.entry)
                 elif a.op == "restore" and r.entry is not None:
@@ -423,7 +424,14 @@ def _record(index: Index, run_id: int, results: list[ActionResult], report: Appl
                     report.skipped += 1
                 report.problems.append(r)
             index.record_action(
-                run_id, a, r.status, bytes_done=r.bytes, checksum=r.checksum, error=r.error, now=now
+                run_id,
+                a,
+                r.status,
+                bytes_done=r.bytes,
+                checksum=r.checksum,
+                error=r.error,
+                now=now,
+                placement_first_seen=first_seen,
             )
 
 

@@ -415,10 +415,12 @@ class Index:
         size, mtime, checksum, storage_class, etag, atime = row
         return Entry(key, size, mtime, checksum, storage_class, etag, atime=atime)
 
-    def record_delete(self, dataset: str, key: str, tier: str) -> None:
-        self.conn.execute(
-            "DELETE FROM placements WHERE dataset = ? AND key = ? AND tier = ?", (dataset, key, tier)
-        )
+    def record_delete(self, dataset: str, key: str, tier: str) -> float | None:
+        """Forget a deleted placement; returns when it was first seen (for the audit trail)."""
+        where = "WHERE dataset = ? AND key = ? AND tier = ?"  # (no RETURNING: SQLite < 3.35)
+        row = self.conn.execute(f"SELECT first_seen FROM placements {where}", (dataset, key, tier)).fetchone()
+        self.conn.execute(f"DELETE FROM placements {where}", (dataset, key, tier))
+        return row[0] if row else None
 
     # -- runs and the action journal --------------------------------------------------------------
     def start_run(
@@ -448,10 +450,12 @@ class Index:
         checksum: str | None = None,
         error: str | None = None,
         now: float,
+        placement_first_seen: float | None = None,
     ) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO actions (run_id, action_id, op, dataset, key, source, target, status,"
-            " bytes, checksum, reason, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " bytes, checksum, reason, error, finished_at, placement_first_seen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 action.id,
@@ -466,6 +470,7 @@ class Index:
                 action.reason,
                 error,
                 now,
+                placement_first_seen,
             ),
         )
 

@@ -149,11 +149,15 @@ def history(index: Index, key: str) -> list[HistoryEvent]:
     events: list[HistoryEvent] = []
     rows = index.conn.execute(
         "SELECT a.finished_at, a.dataset, a.op, a.target, a.source, a.status, a.reason, a.run_id,"
-        " r.trigger, a.error, a.bytes FROM actions a LEFT JOIN runs r ON r.id = a.run_id"
+        " r.trigger, a.error, a.bytes, a.placement_first_seen"
+        " FROM actions a LEFT JOIN runs r ON r.id = a.run_id"
         " WHERE a.key = ? ORDER BY a.finished_at, a.run_id, a.action_id",
         (key,),
     )
-    for at, dataset, op, target, source, status, reason, run_id, trigger, error, nbytes in rows:
+    deleted_sightings = []
+    for at, dataset, op, target, source, status, reason, run_id, trigger, error, nbytes, seen in rows:
+        if op == "delete" and status == "done" and seen is not None:
+            deleted_sightings.append((dataset, target, seen))
         events.append(
             HistoryEvent(
                 at, dataset, op, target, source, status, reason or "", run_id, trigger, error, nbytes
@@ -163,6 +167,10 @@ def history(index: Index, key: str) -> list[HistoryEvent]:
         "SELECT dataset, tier, first_seen, state, changed_at, size FROM placements WHERE key = ?", (key,)
     )
     copied_to = {(e.dataset, e.tier) for e in events if e.event == "copy" and e.status == "done"}
+    for dataset, tier, seen in deleted_sightings:  # placements since deleted: where it was
+        if (dataset, tier) not in copied_to:
+            events.append(HistoryEvent(seen, dataset, "seen", tier, None, "done", "found by a scan"))
+            copied_to.add((dataset, tier))
     for dataset, tier, first_seen, state, changed_at, size in rows:
         if (dataset, tier) not in copied_to:
             events.append(

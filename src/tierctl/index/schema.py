@@ -70,6 +70,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE placements ADD COLUMN restore_state TEXT;
     """,
+    # 4: a delete keeps the deleted placement's first sighting, so history can tell where
+    # an object was before it was removed from a tier.
+    """
+    ALTER TABLE actions ADD COLUMN placement_first_seen REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
