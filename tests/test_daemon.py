@@ -207,10 +207,11 @@ def test_second_daemon_refuses_and_status_metrics_runs_history_tell_the_story(
     key = next(iter(files))
     history = cli_json(sandbox, "history", key)
     assert [(e["event"], e["source"], e["tier"]) for e in history] == [
+        ("seen", None, "hot"),  # where it was before the move, kept by the delete's record
         ("copy", "hot", "warm"),
         ("delete", None, "hot"),
     ]
-    assert all(e["run"] == moved[0]["id"] and "age >= 7d" in e["reason"] for e in history)
+    assert all(e["run"] == moved[0]["id"] and "age >= 7d" in e["reason"] for e in history[1:])
     text = run_tierctl("-c", sandbox.config, "status", timeout=30)
     assert "running" in text.stdout and f"pid {first.proc.pid}" in text.stdout
 
