@@ -78,7 +78,9 @@ def test_example_policy_hot_local_replica_gcs_archive_glacier(
 version: 1
 tiers:
   nvme: {{url: ./nvme}}
-  gcs: {{url: "gs://{BUCKET}/{run}", options: {{endpoint_url: '{gcs.endpoint_url}', token: anon, project: {PROJECT}}}}}
+  gcs:
+    url: "gs://{BUCKET}/{run}"
+    options: {{endpoint_url: '{gcs.endpoint_url}', token: anon, project: {PROJECT}}}
   glacier: {{url: "s3://{BUCKET}/{run}", storage_class: GLACIER, options: {_s3_options(moto)}}}
 datasets:
   events: {{prefix: events/, home: nvme}}
@@ -147,7 +149,11 @@ version: 1
 tiers:
   hot: {{url: ./hot}}
   s3: {{url: "{s3_url}", options: {_s3_options(moto)}}}
-  glacier: {{url: "{s3_url}", storage_class: GLACIER, restore: {{days: 3, tier: Bulk}}, options: {_s3_options(moto)}}}
+  glacier:
+    url: "{s3_url}"
+    storage_class: GLACIER
+    restore: {{days: 3, tier: Bulk}}
+    options: {_s3_options(moto)}
 datasets:
   d: {{prefix: d/}}
 policies:

@@ -85,5 +85,17 @@ def _post(settings: AlertSettings, body: bytes) -> str | None:
         with urllib.request.urlopen(request, timeout=settings.timeout) as response:
             response.read(1024)
     except Exception as exc:  # any failure of the alert path is logged, never raised
-        return f"webhook {settings.webhook}: {exc}"
+        reason = str(exc).replace(settings.webhook, redact_url(settings.webhook))
+        return f"webhook {redact_url(settings.webhook)}: {reason}"
     return None
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/...``: webhook URLs often carry a token in their path or
+    query (Slack, Teams), so logs and messages name only where they point."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/..."

@@ -120,15 +120,41 @@ def plan(
     now = time.time() if now is None else now
     names = _datasets(config, datasets)
     with open_index(config) as index:
-        return make_plan(config, (obj for name in names for obj in index.objects(name)), now, force=force)
+        made = make_plan(config, (obj for name in names for obj in index.objects(name)), now, force=force)
+    made.index_path = os.path.abspath(config.index_path)
+    made.written_at = time.time()
+    return made
 
 
-def load_plan(config: Config, path: str) -> Plan:
+# A saved plan describes the stores as they were; past this age it is refused (the live
+# preconditions would skip most of it anyway, and a reviewer approved another world).
+PLAN_MAX_AGE = 7 * 86400.0
+
+
+def load_plan(
+    config: Config, path: str, *, max_age: float | None = PLAN_MAX_AGE, now: float | None = None
+) -> Plan:
+    """A saved plan, refused (:class:`PlanFileError`) if altered, of another format, made for
+    another policy file or index, or written more than ``max_age`` seconds ago."""
     saved = Plan.load(path)
+    fresh = "make a fresh plan with `tierctl plan -o FILE`"
     if saved.config_fingerprint != config.fingerprint():
         raise PlanFileError(
             f"{path} was made for a different policy file ({saved.config_path}) or an earlier version of it",
-            hint="make a fresh plan with `tierctl plan -o FILE`",
+            hint=fresh,
+        )
+    if saved.index_path is not None and saved.index_path != os.path.abspath(config.index_path):
+        raise PlanFileError(
+            f"{path} was made from another index ({saved.index_path}),"
+            f" not {os.path.abspath(config.index_path)}",
+            hint=fresh,
+        )
+    now = time.time() if now is None else now
+    if max_age is not None and saved.written_at is not None and now - saved.written_at > max_age:
+        days = (now - saved.written_at) / 86400
+        raise PlanFileError(
+            f"{path} was written {days:.1f} days ago; plans older than {max_age / 86400:g} days are refused",
+            hint=fresh,
         )
     return saved
 

@@ -144,6 +144,9 @@ class MetricsServer:
         self.thread.start()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.server.shutdown()
+        # shutdown() waits for serve_forever to acknowledge: it would block forever on a
+        # server that was never started.
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.server.shutdown()
         self.server.server_close()

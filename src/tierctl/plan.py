@@ -1,8 +1,10 @@
 """The plan: data, reviewable, serializable, applied exactly.
 
 A saved plan carries its format version, the config fingerprint it was made for, the
-clock it was made with, and a checksum over its content; :meth:`Plan.load` refuses a
-plan that was altered, made for another config, or written by a newer format.
+clock it was made with, the index it was made from and when it was written, and a
+checksum over its content; :meth:`Plan.load` refuses a plan that was altered or written by
+another format version (``api.load_plan`` also one made for another config or index, or
+too long ago).
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class Plan:
     config_fingerprint: str
     actions: list[Action] = field(default_factory=list)
     objects_considered: int = 0
+    # Set by the api when the plan is made (the planner is pure): the index it was made
+    # from, and the wall clock then (``created_at`` may be a chosen ``--as-of`` instant).
+    index_path: str | None = None
+    written_at: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -140,6 +146,10 @@ class Plan:
             "objects_considered": self.objects_considered,
             "actions": [a.to_dict() for a in self.actions],
         }
+        if self.index_path is not None:
+            body["index_path"] = self.index_path
+        if self.written_at is not None:
+            body["written_at"] = self.written_at
         return {"format": FORMAT, "version": FORMAT_VERSION, "checksum": _checksum(body), **body}
 
     def save(self, path: str) -> None:
@@ -186,6 +196,8 @@ class Plan:
                 config_fingerprint=str(body["config_fingerprint"]),
                 actions=actions,
                 objects_considered=int(body.get("objects_considered", 0)),
+                index_path=None if body.get("index_path") is None else str(body["index_path"]),
+                written_at=None if body.get("written_at") is None else float(body["written_at"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanFileError(f"{path}: malformed plan ({exc})") from None

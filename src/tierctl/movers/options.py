@@ -33,6 +33,8 @@ KNOWN_OPTIONS = {
     "token": "GCS credentials: a service-account JSON path, 'anon', 'google_default', ...",
     "project": "GCS project",
     "part_size": "multipart upload part size in bytes (S3 minimum 5 MiB)",
+    "connect_timeout": "seconds to wait for a connection to the store (S3)",
+    "read_timeout": "seconds to wait for the store's answer before retrying (S3)",
     "provider": "rclone S3 provider name (AWS, Minio, Other, ...)",
     "remote": "rclone: an existing remote name from rclone's config instead of tier options",
 }
@@ -99,6 +101,8 @@ class StoreOptions:
     token: Secret | None = None
     project: str | None = None
     part_size: int | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
     provider: str | None = None
     remote: str | None = None
 
@@ -123,6 +127,8 @@ class StoreOptions:
                 values[name] = _boolean(value, name, url)
             elif name in ("max_connections", "part_size"):
                 values[name] = _positive_int(value, name, url)
+            elif name in ("connect_timeout", "read_timeout"):
+                values[name] = _positive_number(value, name, url)
             elif value is not None:
                 values[name] = str(value)
         return cls(**values)
@@ -156,4 +162,14 @@ def _positive_int(value: Any, name: str, url: str) -> int:
         number = 0
     if number <= 0 or isinstance(value, bool):
         raise ConfigError(f"{url}: option {name!r} must be a positive whole number")
+    return number
+
+
+def _positive_number(value: Any, name: str, url: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if not number > 0 or number == float("inf") or isinstance(value, bool):
+        raise ConfigError(f"{url}: option {name!r} must be a positive number of seconds")
     return number

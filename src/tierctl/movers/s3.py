@@ -64,6 +64,18 @@ STORAGE_CLASSES = frozenset(
 )
 RESTORE_TIERS = ("Expedited", "Standard", "Bulk")
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# botocore/aiohttp failures of the connection itself (dropped mid-request or mid-answer):
+# retryable like a reset, though not all of them are OSErrors.
+_TRANSPORT_ERRORS = frozenset(
+    {
+        "HTTPClientError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "ProtocolError",
+    }
+)
 
 
 def restore_state(storage_class: str | None, restore_header: str | None) -> str | None:
@@ -118,8 +130,20 @@ class S3Mover(Mover):
         client_kwargs: dict[str, Any] = {}
         if opts.region:
             client_kwargs["region_name"] = opts.region
+        # One layer of retries: tierctl's (``retries:`` in the policy file; the RetryingMover
+        # and the executor's whole-copy retry). s3fs's and botocore's own retries would
+        # multiply it (4 x 5 x 5 requests per call), so a store that stays down would hold
+        # a run for minutes instead of ending it with a report.
+        config_kwargs: dict[str, Any] = {
+            "max_pool_connections": max(10, opts.max_connections),
+            "retries": {"total_max_attempts": 1},
+        }
+        if opts.connect_timeout is not None:
+            config_kwargs["connect_timeout"] = opts.connect_timeout
+        if opts.read_timeout is not None:
+            config_kwargs["read_timeout"] = opts.read_timeout
         try:
-            return s3fs.S3FileSystem(
+            fs = s3fs.S3FileSystem(
                 key=opts.reveal("key"),
                 secret=opts.reveal("secret"),
                 token=opts.reveal("session_token"),
@@ -127,7 +151,7 @@ class S3Mover(Mover):
                 endpoint_url=opts.endpoint_url,
                 client_kwargs=client_kwargs,
                 requester_pays=opts.requester_pays,
-                config_kwargs={"max_pool_connections": max(10, opts.max_connections)},
+                config_kwargs=config_kwargs,
                 skip_instance_cache=True,
                 use_listings_cache=False,
             )
@@ -136,6 +160,8 @@ class S3Mover(Mover):
                 f"{self.url}: cannot set up the S3 client ({type(exc).__name__})",
                 hint="check the tier's options (endpoint_url, region, profile, key/secret)",
             ) from None
+        fs.retries = 1  # s3fs's own retry loop: one try (see above)
+        return fs
 
     def __repr__(self) -> str:
         return f"S3Mover({self.url!r}, {self.options!r})"
@@ -278,6 +304,7 @@ class S3Mover(Mover):
                 buffer += chunk
                 while len(buffer) > part_size:
                     if upload_id is None:
+                        self._abort_abandoned_uploads(full)
                         created = self._run(self._call("create_multipart_upload", what, Key=full, **extra))
                         upload_id = created["UploadId"]
                     parts.append(self._upload_part(full, what, upload_id, len(parts) + 1, buffer[:part_size]))
@@ -315,6 +342,17 @@ class S3Mover(Mover):
             self._call("upload_part", what, Key=full, UploadId=upload_id, PartNumber=number, Body=bytes(data))
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def _abort_abandoned_uploads(self, full: str) -> None:
+        """Abort incomplete multipart uploads of exactly ``full`` before starting one: a
+        writer killed mid-upload (SIGKILL, power loss) leaves its parts behind, stored and
+        billed but invisible. This writer is about to replace the object anyway; uploads of
+        keys never written again are left to a lifecycle rule (AbortIncompleteMultipartUpload)."""
+        with contextlib.suppress(MoverError):
+            listed = self._run(self._call("list_multipart_uploads", full, Prefix=full))
+            for upload in listed.get("Uploads", []):
+                if upload.get("Key") == full:
+                    self._abort(full, upload["UploadId"])
 
     def _abort(self, full: str, upload_id: str) -> None:
         # On failure, a lifecycle rule for incomplete uploads cleans up what this could not.
@@ -506,6 +544,11 @@ def _mover_error(exc: BaseException, what: str) -> MoverError:
     if isinstance(exc, PermissionError):
         return MoverError(f"{what}: access denied", hint="check the tier's credentials")
     name = type(exc).__name__
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or "Connect" in name or "Timeout" in name:
+    if (
+        isinstance(exc, (ConnectionError, TimeoutError, OSError))
+        or "Connect" in name
+        or "Timeout" in name
+        or name in _TRANSPORT_ERRORS
+    ):
         return MoverError(f"{what}: cannot reach the store ({name})", retryable=True)
     return MoverError(f"{what}: {name}", retryable=False)
