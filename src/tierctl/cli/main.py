@@ -383,4 +383,5 @@ def run(argv: list[str] | None = None) -> NoReturn:
 
 
 from tierctl.cli import daemon_cmds as _daemon_cmds  # noqa: E402,F401  (registers its commands)
+from tierctl.cli import migrate_cmds as _migrate_cmds  # noqa: E402,F401  (registers its commands)
 from tierctl.cli import policy_cmds as _policy_cmds  # noqa: E402,F401  (registers its commands)

@@ -25,6 +25,9 @@ class MoverSpec:
 
 _S3 = MoverSpec("tierctl.movers.s3:S3Mover", ("s3fs",), "pip install s3fs (S3 tiers need it)")
 _GCS = MoverSpec("tierctl.movers.gcs:GCSMover", ("gcsfs",), "pip install gcsfs (GCS tiers need it)")
+_WEBHDFS = MoverSpec(
+    "tierctl.movers.webhdfs:WebHDFSMover", ("requests",), "pip install requests (WebHDFS tiers need it)"
+)
 
 _SCHEMES: dict[str, MoverSpec] = {
     "file": MoverSpec("tierctl.movers.local:LocalMover"),
@@ -32,6 +35,9 @@ _SCHEMES: dict[str, MoverSpec] = {
     "s3a": _S3,
     "gs": _GCS,
     "gcs": _GCS,
+    "webhdfs": _WEBHDFS,
+    "swebhdfs": _WEBHDFS,
+    "hdfs": MoverSpec("tierctl.movers.hdfs:open_hdfs"),
 }
 
 # mover name (a tier's ``mover:`` key) -> scheme-independent implementation
