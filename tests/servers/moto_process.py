@@ -13,11 +13,10 @@ import socket
 import subprocess
 import sys
 import time
-from types import TracebackType
 
 import requests
 
-from .moto_server import ACCESS_KEY, REGION, SECRET_KEY
+from .moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
 
 __all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "MotoS3Process"]
 
@@ -28,11 +27,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class MotoS3Process:
+class MotoS3Process(MotoS3):
     """``with MotoS3Process() as s3: s3.endpoint_url``; killed on exit."""
 
     def __init__(self) -> None:
-        self.endpoint_url = ""
+        super().__init__()
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoS3Process:
@@ -62,26 +61,3 @@ class MotoS3Process:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
-
-    def client(self):
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        )
-
-    def create_bucket(self, name: str) -> str:
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def __enter__(self) -> MotoS3Process:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -124,11 +124,11 @@ class StoreOptions:
                     raise ConfigError(f"{url}: option {name!r} must be a string")
                 values[name] = Secret(value)
             elif name == "requester_pays":
-                values[name] = _boolean(value, name, url)
+                values[name] = boolean_option(value, name, url)
             elif name in ("max_connections", "part_size"):
-                values[name] = _positive_int(value, name, url)
+                values[name] = positive_int_option(value, name, url)
             elif name in ("connect_timeout", "read_timeout"):
-                values[name] = _positive_number(value, name, url)
+                values[name] = positive_number_option(value, name, url)
             elif value is not None:
                 values[name] = str(value)
         return cls(**values)
@@ -147,15 +147,19 @@ class StoreOptions:
         return value.reveal() if isinstance(value, Secret) else value
 
 
-def _boolean(value: Any, name: str, url: str) -> bool:
+BOOLEAN_WORDS = ("true", "yes", "1", "false", "no", "0")
+
+
+def boolean_option(value: Any, name: str, url: str) -> bool:
+    """A tier option that is true or false (YAML booleans, or yes/no/1/0 in a string)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+    if isinstance(value, str) and value.lower() in BOOLEAN_WORDS:
         return value.lower() in ("true", "yes", "1")
     raise ConfigError(f"{url}: option {name!r} must be true or false")
 
 
-def _positive_int(value: Any, name: str, url: str) -> int:
+def positive_int_option(value: Any, name: str, url: str) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -165,7 +169,7 @@ def _positive_int(value: Any, name: str, url: str) -> int:
     return number
 
 
-def _positive_number(value: Any, name: str, url: str) -> float:
+def positive_number_option(value: Any, name: str, url: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -55,7 +55,14 @@ from tierctl.errors import (
 )
 from tierctl.model import Entry
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
-from tierctl.movers.options import Secret, expand_references
+from tierctl.movers.options import (
+    BOOLEAN_WORDS,
+    Secret,
+    boolean_option,
+    expand_references,
+    positive_int_option,
+    positive_number_option,
+)
 
 TEMP_PREFIX = ".tierctl-tmp-"
 ABANDONED_TEMP_AGE = 24 * 3600.0  # temp files older than this are a killed writer's: removed
@@ -102,16 +109,17 @@ class WebHDFSOptions:
             if name == "token":
                 values[name] = Secret(str(value))
             elif name == "kerberos":
-                values[name] = _boolean(value, name, url)
-            elif name == "verify":
+                values[name] = boolean_option(value, name, url)
+            elif name == "verify":  # true/false, or the path of a CA bundle
                 values[name] = (
-                    _boolean(value, name, url)
-                    if isinstance(value, bool) or str(value).lower() in _BOOLEANS
+                    boolean_option(value, name, url)
+                    if isinstance(value, bool) or str(value).lower() in BOOLEAN_WORDS
                     else str(value)
                 )
-            elif name in ("max_connections", "timeout"):
-                number = _positive(value, name, url)
-                values[name] = int(number) if name == "max_connections" else number
+            elif name == "max_connections":
+                values[name] = positive_int_option(value, name, url)
+            elif name == "timeout":
+                values[name] = positive_number_option(value, name, url)
             else:
                 values[name] = str(value)
         parsed = cls(**values)
@@ -134,27 +142,6 @@ class WebHDFSOptions:
             if value is not None
         ]
         return f"WebHDFSOptions({', '.join(shown)})"
-
-
-_BOOLEANS = ("true", "yes", "1", "false", "no", "0")
-
-
-def _boolean(value: Any, name: str, url: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _BOOLEANS:
-        return value.lower() in ("true", "yes", "1")
-    raise ConfigError(f"{url}: option {name!r} must be true or false")
-
-
-def _positive(value: Any, name: str, url: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = 0.0
-    if number <= 0 or isinstance(value, bool):
-        raise ConfigError(f"{url}: option {name!r} must be a positive number")
-    return number
 
 
 class _SizedBody:
