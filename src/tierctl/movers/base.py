@@ -11,6 +11,7 @@ Keys are relative to the tier root, '/'-separated, and pass :func:`check_key`.
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -151,3 +152,60 @@ class Mover(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class MoverWrapper(Mover):
+    """A mover around another (retries, rate limits): every call passes to ``inner``; a
+    wrapper overrides only what it changes. Mover-specific extras of ``inner`` (e.g.
+    ``RcloneMover.bulk_copy``, ``LocalMover.removed_temp_files``) stay reachable."""
+
+    def __init__(self, inner: Mover) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.capabilities = inner.capabilities
+
+    def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
+        return self.inner.list(prefix, known=known)
+
+    def stat(self, key: str) -> Entry:
+        return self.inner.stat(key)
+
+    def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        return self.inner.read_chunks(key, chunk_size)
+
+    def write(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        size: int,
+        mtime: float,
+        durable: bool = False,
+        storage_class: str | None = None,
+    ) -> Entry:
+        return self.inner.write(
+            key, chunks, size=size, mtime=mtime, durable=durable, storage_class=storage_class
+        )
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def server_side_copy(
+        self, src_key: str, dst: Mover, dst_key: str, *, storage_class: str | None = None
+    ) -> Entry:
+        return self.inner.server_side_copy(src_key, dst, dst_key, storage_class=storage_class)
+
+    def set_storage_class(self, key: str, storage_class: str) -> Entry:
+        return self.inner.set_storage_class(key, storage_class)
+
+    def restore(self, key: str, *, days: int, tier: str) -> None:
+        self.inner.restore(key, days=days, tier=tier)
+
+    def skipped_keys(self) -> builtins.list[str]:
+        return self.inner.skipped_keys()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)

@@ -9,13 +9,11 @@ migration caps what crosses the source's network link. Other calls pass through.
 
 from __future__ import annotations
 
-import builtins
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
-from tierctl.model import Entry
-from tierctl.movers.base import CHUNK_SIZE, KnownEntries, Mover
+from tierctl.movers.base import CHUNK_SIZE, Mover, MoverWrapper
 
 
 class TokenBucket:
@@ -52,14 +50,12 @@ class TokenBucket:
             self._sleep(wait)
 
 
-class RateLimitedMover(Mover):
+class RateLimitedMover(MoverWrapper):
     """``inner`` with its reads paced to ``bytes_per_second`` (shared by all threads)."""
 
     def __init__(self, inner: Mover, bytes_per_second: float, *, bucket: TokenBucket | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.bucket = bucket or TokenBucket(bytes_per_second)
-        self.url = inner.url
-        self.capabilities = inner.capabilities
 
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         # Chunks no larger than a tenth of a second's worth keep the pacing smooth.
@@ -67,49 +63,6 @@ class RateLimitedMover(Mover):
         for chunk in self.inner.read_chunks(key, size):
             self.bucket.take(len(chunk))
             yield chunk
-
-    def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
-        return self.inner.list(prefix, known=known)
-
-    def stat(self, key: str) -> Entry:
-        return self.inner.stat(key)
-
-    def write(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        size: int,
-        mtime: float,
-        durable: bool = False,
-        storage_class: str | None = None,
-    ) -> Entry:
-        return self.inner.write(
-            key, chunks, size=size, mtime=mtime, durable=durable, storage_class=storage_class
-        )
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def server_side_copy(
-        self, src_key: str, dst: Mover, dst_key: str, *, storage_class: str | None = None
-    ) -> Entry:
-        return self.inner.server_side_copy(src_key, dst, dst_key, storage_class=storage_class)
-
-    def set_storage_class(self, key: str, storage_class: str) -> Entry:
-        return self.inner.set_storage_class(key, storage_class)
-
-    def restore(self, key: str, *, days: int, tier: str) -> None:
-        self.inner.restore(key, days=days, tier=tier)
-
-    def skipped_keys(self) -> builtins.list[str]:
-        return self.inner.skipped_keys()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"RateLimitedMover({self.inner!r}, {self.bucket.rate:.0f} B/s)"

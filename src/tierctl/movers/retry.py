@@ -15,16 +15,15 @@ the source from its start (see ``ApplyOptions.retry``).
 
 from __future__ import annotations
 
-import builtins
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 from tierctl.errors import MoverError, ObjectNotFound
 from tierctl.model import Entry
-from tierctl.movers.base import CHUNK_SIZE, KnownEntries, Mover
+from tierctl.movers.base import CHUNK_SIZE, KnownEntries, Mover, MoverWrapper
 
 T = TypeVar("T")
 
@@ -67,7 +66,7 @@ def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class RetryingMover(Mover):
+class RetryingMover(MoverWrapper):
     """``inner`` with retries on its repeatable calls. Thread-safe as ``inner`` is."""
 
     def __init__(
@@ -78,10 +77,8 @@ class RetryingMover(Mover):
         sleep: Callable[[float], object] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.backoff = backoff or Backoff()
-        self.url = inner.url
-        self.capabilities = inner.capabilities
         self._sleep = sleep
         self._rng = rng
 
@@ -114,20 +111,6 @@ class RetryingMover(Mover):
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         return self._retry_start(lambda: self.inner.read_chunks(key, chunk_size))
 
-    def write(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        size: int,
-        mtime: float,
-        durable: bool = False,
-        storage_class: str | None = None,
-    ) -> Entry:
-        return self.inner.write(
-            key, chunks, size=size, mtime=mtime, durable=durable, storage_class=storage_class
-        )
-
     def delete(self, key: str) -> None:
         tries = [0]
 
@@ -155,16 +138,6 @@ class RetryingMover(Mover):
 
     def restore(self, key: str, *, days: int, tier: str) -> None:
         self._retry(lambda: self.inner.restore(key, days=days, tier=tier))
-
-    def skipped_keys(self) -> builtins.list[str]:
-        return self.inner.skipped_keys()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> object:
-        # Mover-specific extras (e.g. LocalMover.remove_temp_files) stay reachable.
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"RetryingMover({self.inner!r}, attempts={self.backoff.attempts})"
