@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -108,12 +108,7 @@ class StoreOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], *, url: str) -> StoreOptions:
-        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{url}: unknown option(s) {', '.join(unknown)}",
-                hint=f"known options: {', '.join(sorted(KNOWN_OPTIONS))}",
-            )
+        reject_unknown(options, KNOWN_OPTIONS, url=url)
         values: dict[str, Any] = {}
         for name, raw in options.items():
             value = expand_references(raw, option=name) if isinstance(raw, str) else raw
@@ -145,6 +140,16 @@ class StoreOptions:
     def reveal(self, name: str) -> str | None:
         value = getattr(self, name)
         return value.reveal() if isinstance(value, Secret) else value
+
+
+def reject_unknown(options: Mapping[str, Any], known: Iterable[str], *, url: str) -> None:
+    """A tier's options must all be ones its mover knows (a typo is not silently ignored)."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{url}: unknown option(s) {', '.join(unknown)}",
+            hint=f"known options: {', '.join(sorted(known))}",
+        )
 
 
 BOOLEAN_WORDS = ("true", "yes", "1", "false", "no", "0")

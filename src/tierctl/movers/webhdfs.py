@@ -62,6 +62,7 @@ from tierctl.movers.options import (
     expand_references,
     positive_int_option,
     positive_number_option,
+    reject_unknown,
 )
 
 TEMP_PREFIX = ".tierctl-tmp-"
@@ -95,12 +96,7 @@ class WebHDFSOptions:
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], *, url: str) -> WebHDFSOptions:
-        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{url}: unknown option(s) {', '.join(unknown)}",
-                hint=f"known options: {', '.join(sorted(KNOWN_OPTIONS))}",
-            )
+        reject_unknown(options, KNOWN_OPTIONS, url=url)
         values: dict[str, Any] = {}
         for name, raw in options.items():
             value = expand_references(raw, option=name) if isinstance(raw, str) else raw
