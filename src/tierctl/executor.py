@@ -293,11 +293,44 @@ class _Unit:
         return ActionResult(a, "done")
 
 
+class UnitRunner(Protocol):
+    """Runs units (the actions of one object, in order) somewhere and yields the results of
+    those that finished together. The local runner uses a thread pool; another runner
+    (tierctl.executor_dask) ships units to a cluster. The caller records every batch in the
+    index, so a runner never touches the index."""
+
+    def __call__(
+        self,
+        units: list[list[Action]],
+        options: ApplyOptions,
+        events: Events,
+        stopping: Callable[[], bool],
+    ) -> Iterator[list[list[ActionResult]]]: ...
+
+
+def local_runner(movers: Mapping[str, Mover]) -> UnitRunner:
+    """Run units on a pool of ``options.jobs`` threads in this process."""
+
+    def run(
+        units: list[list[Action]], options: ApplyOptions, events: Events, stopping: Callable[[], bool]
+    ) -> Iterator[list[list[ActionResult]]]:
+        return _run_units(units, movers, options, events, stopping)
+
+    return run
+
+
 def execute(
-    plan: Plan, movers: Mapping[str, Mover], index: Index, options: ApplyOptions, events: Events | None = None
+    plan: Plan,
+    movers: Mapping[str, Mover],
+    index: Index,
+    options: ApplyOptions,
+    events: Events | None = None,
+    runner: UnitRunner | None = None,
 ) -> ApplyReport:
-    """Apply ``plan``; returns counts and every failed or skipped action with its reason."""
+    """Apply ``plan``; returns counts and every failed or skipped action with its reason.
+    ``runner`` (default: threads in this process over ``movers``) says where units run."""
     events = events or NoEvents()
+    runner = runner or local_runner(movers)
     started = time.monotonic()
     units = group_by_object(plan.actions)
     events.started(len(units), sum(a.size for a in plan.actions if a.op == "copy"))
@@ -311,7 +344,7 @@ def execute(
         return budget_spent.is_set() or (options.stop is not None and options.stop.is_set())
 
     try:
-        for batch in _run_units(units, movers, options, events, stopping):
+        for batch in runner(units, options, events, stopping):
             _record(index, run_id, [r for results in batch for r in results], report)
             for results in batch:
                 events.finished_object(results)
@@ -435,4 +468,14 @@ def _record(index: Index, run_id: int, results: list[ActionResult], report: Appl
             )
 
 
-__all__ = ["ActionResult", "ApplyOptions", "ApplyReport", "Events", "MoverError", "NoEvents", "execute"]
+__all__ = [
+    "ActionResult",
+    "ApplyOptions",
+    "ApplyReport",
+    "Events",
+    "MoverError",
+    "NoEvents",
+    "UnitRunner",
+    "execute",
+    "local_runner",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # Two mtimes closer than this are the same instant: stores keep mtimes at different
@@ -31,6 +32,10 @@ class Entry:
     etag: str | None = None
     restore_state: str | None = None
     atime: float | None = None  # last access, where the store keeps one (local atime)
+    # Object tags (S3 tagging) and user metadata (S3 x-amz-meta-*, GCS metadata, local
+    # xattrs/sidecar), where the store has them and the listing carries them; None: unknown.
+    tags: Mapping[str, str] | None = None
+    metadata: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE actions ADD COLUMN placement_first_seen REAL;
     """,
+    # 5: object tags and user metadata (JSON objects), where the store has them (policy
+    # conditions `tag.KEY` and `meta.KEY`).
+    """
+    ALTER TABLE placements ADD COLUMN tags TEXT;
+    ALTER TABLE placements ADD COLUMN meta TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
