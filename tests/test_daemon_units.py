@@ -382,3 +382,20 @@ def parse_prometheus(text: str) -> dict[str, float]:
         assert name_labels.split("{")[0] in declared, line
         samples[name_labels] = float(value)
     return samples
+
+
+def test_the_metrics_endpoint_does_not_poll_and_still_closes_at_once() -> None:
+    import urllib.request
+
+    server = metrics.MetricsServer("127.0.0.1", 0)
+    assert metrics.IDLE_POLL >= 60  # an idle daemon is not woken by its own endpoint
+    server.update("tierctl_up 1\n")
+    server.start()
+    host, port = server.address
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as reply:
+        assert reply.read() == b"tierctl_up 1\n"
+    closer = threading.Thread(target=server.close)
+    closer.start()
+    closer.join(timeout=10)  # serve_forever sleeps up to IDLE_POLL; close() must wake it
+    assert not closer.is_alive()
+    assert not server.thread.is_alive()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,6 +100,9 @@ def write_textfile(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+IDLE_POLL = 3600.0
+
+
 class MetricsServer:
     """Serves the latest text at ``/metrics`` from a background thread."""
 
@@ -124,7 +128,14 @@ class MetricsServer:
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="tierctl-metrics", daemon=True)
+        # No polling: serve_forever sleeps in select() until a scrape arrives (its default
+        # 0.5 s poll would wake an idle daemon twice a second); close() wakes it instead.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": IDLE_POLL},
+            name="tierctl-metrics",
+            daemon=True,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -147,6 +158,12 @@ class MetricsServer:
         # shutdown() waits for serve_forever to acknowledge: it would block forever on a
         # server that was never started.
         if self.thread.is_alive():
-            with contextlib.suppress(Exception):
-                self.server.shutdown()
+            # shutdown() raises the flag serve_forever checks after each select(); a
+            # connection of our own ends that select() now instead of after IDLE_POLL.
+            stopper = threading.Thread(target=self.server.shutdown, daemon=True)
+            stopper.start()
+            while stopper.is_alive():
+                with contextlib.suppress(OSError):
+                    socket.create_connection(self.address, timeout=1.0).close()
+                stopper.join(0.05)
         self.server.server_close()
