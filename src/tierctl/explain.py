@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from tierctl.model import ObjectSnapshot
+from tierctl.model import ObjectSnapshot, Placement
 from tierctl.policies.evaluate import (
     current_version,
     desired_tiers,
@@ -31,6 +31,7 @@ from tierctl.policies.expr import (
     OnTier,
     Or,
     Select,
+    UnknownFact,
     field_for,
     time_thresholds,
 )
@@ -89,12 +90,16 @@ class Explanation:
     next_change: NextChange | None = None
     to_add: tuple[str, ...] = field(default_factory=tuple)
     to_remove: tuple[str, ...] = field(default_factory=tuple)
+    # Why no rule could be evaluated: one needs tags or metadata that are not known.
+    undecided: str | None = None
 
     @property
     def decided(self) -> bool:
         return self.policy is not None
 
     def outcome(self) -> str:
+        if self.undecided:
+            return f"undecided: {self.undecided}; the object is left alone"
         if not self.decided:
             return "no rule matches: the object is left alone"
         return "delete" if self.delete else f"place [{', '.join(self.desired)}]"
@@ -128,6 +133,7 @@ class Explanation:
                 "delete": self.delete,
                 "desired": list(self.desired),
             },
+            "undecided": self.undecided,
             "current": list(self.current),
             "stale": list(self.stale),
             "to_add": list(self.to_add),
@@ -165,7 +171,7 @@ def explain(config: Config, obj: ObjectSnapshot, now: float) -> Explanation:
     if not present:
         return Explanation(obj.dataset, obj.key, now, {}, [], (), ())
     version = current_version(present, tier_order)
-    facts = facts_for(version, now, obj, relative_key(config, obj))
+    facts = facts_for(version, now, obj, relative_key(config, obj), config.tiers)
     holding = tuple(sorted(facts.tiers, key=tier_order.__getitem__))
     stale = tuple(sorted({p.tier for p in present} - facts.tiers, key=tier_order.__getitem__))
     result = Explanation(obj.dataset, obj.key, now, _facts_dict(facts), [], holding, stale)
@@ -178,7 +184,13 @@ def explain(config: Config, obj: ObjectSnapshot, now: float) -> Explanation:
             continue
         checks: list[RuleCheck] = []
         for rule in policy.rules:
-            if rule.condition.evaluate(facts):
+            try:
+                matched = rule.condition.evaluate(facts)
+            except UnknownFact as exc:
+                result.undecided = _unknown_text(exc, present)
+                checks.append(RuleCheck(policy.name, rule.index, rule.when, False, (result.undecided,)))
+                break
+            if matched:
                 checks.append(RuleCheck(policy.name, rule.index, rule.when, True))
                 decided = policy, rule
                 break
@@ -186,6 +198,8 @@ def explain(config: Config, obj: ObjectSnapshot, now: float) -> Explanation:
                 RuleCheck(policy.name, rule.index, rule.when, False, tuple(why_false(rule.condition, facts)))
             )
         result.checks.append(PolicyCheck(policy.name, True, tuple(checks)))
+        if result.undecided:
+            break
     if decided is not None:
         policy, rule = decided
         result.policy, result.rule, result.when, result.delete = (
@@ -243,12 +257,27 @@ def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
 
 
 # -- why a condition is false ---------------------------------------------------------------
+def _unknown_text(exc: UnknownFact, present: tuple[Placement, ...]) -> str:
+    attribute = "tags" if exc.family == "tags" else "metadata"
+    tiers = sorted(p.tier for p in present if getattr(p, attribute) is None)
+    return (
+        f"{exc.field} needs the object's {attribute}, not known on [{', '.join(tiers)}]"
+        " (a scan reads them where the store has them)"
+    )
+
+
+def _false(node: Node, facts: Facts) -> bool:
+    """``node`` does not hold (a part that needs unknown tags or metadata counts as false)."""
+    try:
+        return not node.evaluate(facts)
+    except UnknownFact:
+        return True
+
+
 def why_false(node: Node, facts: Facts) -> list[str]:
     """The smallest parts of ``node`` that make it false for ``facts``, with the actual value."""
     if isinstance(node, And):
-        return [
-            reason for part in node.parts if not part.evaluate(facts) for reason in why_false(part, facts)
-        ]
+        return [reason for part in node.parts if _false(part, facts) for reason in why_false(part, facts)]
     if isinstance(node, Or):
         return [f"none of: {'; '.join(r for part in node.parts for r in why_false(part, facts))}"]
     if isinstance(node, Not):
@@ -275,7 +304,10 @@ def _actual(node: Node, facts: Facts) -> str:
         return f"{node.field} is {shown}"
     if isinstance(node, Match):
         found = field_for(node.field)
-        return f"{node.field} is {found.getter(facts) if found else ''!r}"
+        try:
+            return f"{node.field} is {found.getter(facts) if found else ''!r}"
+        except UnknownFact:
+            return f"{node.field} is not known"
     if isinstance(node, OnTier):
         return f"on [{', '.join(sorted(facts.tiers))}]"
     return ""
@@ -310,6 +342,8 @@ def _facts_dict(facts: Facts) -> dict[str, Any]:
         "size": facts.size,
         "copies": facts.copies,
         "storage_class": facts.storage_class,
+        "tags": None if facts.tags is None else dict(facts.tags),
+        "meta": None if facts.meta is None else dict(facts.meta),
     }
 
 

@@ -56,6 +56,10 @@ class Placement:
     changed_at: float | None = None
     atime: float | None = None  # last access, where known
     restore_state: str | None = None  # archived | restoring | restored, for archive classes
+    # Object tags and user metadata as last read from the store (or carried over by a copy);
+    # None: not known (the store cannot report them, or no scan has read them yet).
+    tags: Mapping[str, str] | None = None
+    metadata: Mapping[str, str] | None = None
 
     @property
     def readable(self) -> bool:

@@ -91,6 +91,7 @@ def _apply(config: Config, state: dict[tuple[str, str], ObjectSnapshot], action:
         return
     others = tuple(p for p in obj.placements if p.tier != action.target)
     if action.op == "copy":
+        source = next((p for p in obj.placements if p.tier == action.source), None)
         placement = Placement(
             action.dataset,
             action.key,
@@ -101,6 +102,9 @@ def _apply(config: Config, state: dict[tuple[str, str], ObjectSnapshot], action:
             config.tiers[action.target].storage_class,
             first_seen=at,
             verified_at=at,
+            # A copy carries the object's tags and metadata (as Index.record_copy does).
+            tags=None if source is None else source.tags,
+            metadata=None if source is None else source.metadata,
         )
         state[(action.dataset, action.key)] = replace(obj, placements=(*others, placement))
     elif action.op == "verify":

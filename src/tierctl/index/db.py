@@ -17,15 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tierctl.errors import IndexUnusable, MoverError
+from tierctl.errors import IndexUnusable
+from tierctl.index.merge import PLACEMENT_COLUMNS as _PLACEMENT_COLUMNS
+from tierctl.index.merge import decode_mapping, encode_mapping, merge_listing
+from tierctl.index.merge import placement_from_row as _placement
 from tierctl.index.schema import MIGRATIONS, SCHEMA_VERSION
 from tierctl.model import MTIME_WINDOW, Entry, ObjectSnapshot, Placement, ScanReport
-
-BATCH = 10_000
-_PLACEMENT_COLUMNS = (
-    "dataset, key, tier, size, mtime, checksum, storage_class, etag, state,"
-    " first_seen, verified_at, changed_at, atime, restore_state"
-)
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -119,7 +116,11 @@ class Index:
     ) -> ScanReport:
         """Merge a sorted listing of one tier under ``prefix`` into the index.
 
-        Unchanged placements are not written. A tier that lists nothing where the index
+        Unchanged placements are not written. Tags and metadata an entry carries are
+        compared as stored JSON text; a change of them alone is a change (counted in
+        ``changed``, with ``changed_at``), their first reading is not. An entry without them
+        (None: not read) keeps what the index knows, as an entry without atime keeps the
+        recorded atime (reads recorded by other means). A tier that lists nothing where the index
         holds present placements is not marked empty unless ``allow_empty``: an unmounted
         disk must not look like "every file deleted".
         """
@@ -128,161 +129,15 @@ class Index:
         reader = _connect(self.path)
         try:
             rows = reader.execute(
-                "SELECT key, size, mtime, checksum, state, storage_class, etag, atime, restore_state"
-                " FROM placements"
+                "SELECT key, size, mtime, checksum, state, storage_class, etag, atime, restore_state,"
+                " tags, meta FROM placements"
                 " WHERE dataset = ? AND tier = ? AND key >= ? AND key < ? ORDER BY key",
                 (dataset, tier, lo, hi),
             )
-            self._merge(report, rows, entries, now, allow_empty)
+            merge_listing(self.transaction, report, rows, entries, now, allow_empty)
         finally:
             reader.close()
         return report
-
-    def _merge(
-        self,
-        report: ScanReport,
-        rows: Iterable[tuple[Any, ...]],
-        entries: Iterable[Entry],
-        now: float,
-        allow_empty: bool,
-    ) -> None:
-        dataset, tier = report.dataset, report.tier
-        inserts: list[tuple[Any, ...]] = []
-        changes: list[tuple[Any, ...]] = []
-        metadata: list[tuple[Any, ...]] = []
-        gone: list[tuple[Any, ...]] = []
-
-        def flush() -> None:
-            if not (inserts or changes or metadata or gone):
-                return
-            with self.transaction() as tx:
-                tx.executemany(
-                    f"INSERT OR REPLACE INTO placements ({_PLACEMENT_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, NULL, NULL, ?, ?)",
-                    inserts,
-                )
-                tx.executemany(
-                    "UPDATE placements SET size = ?, mtime = ?, checksum = ?, storage_class = ?, etag = ?,"
-                    " atime = ?, restore_state = ?, state = 'present', verified_at = NULL, changed_at = ?"
-                    " WHERE dataset = ? AND key = ? AND tier = ?",
-                    changes,
-                )
-                tx.executemany(
-                    "UPDATE placements SET checksum = coalesce(?, checksum), storage_class = ?, etag = ?,"
-                    " atime = coalesce(?, atime), restore_state = coalesce(?, restore_state)"
-                    " WHERE dataset = ? AND key = ? AND tier = ?",
-                    metadata,
-                )
-                tx.executemany(
-                    "UPDATE placements SET state = 'gone', changed_at = ?"
-                    " WHERE dataset = ? AND key = ? AND tier = ?",
-                    gone,
-                )
-            inserts.clear(), changes.clear(), metadata.clear(), gone.clear()
-
-        existing = iter(rows)
-        row = next(existing, None)
-        previous = ""
-        present_missing = 0
-        for entry in entries:
-            if entry.key <= previous and report.listed:
-                raise MoverError(f"listing of tier {tier!r} is not sorted at {entry.key!r} (a mover bug)")
-            previous = entry.key
-            report.listed += 1
-            report.bytes_listed += entry.size
-            while row is not None and row[0] < entry.key:
-                if row[4] == "present":
-                    gone.append((now, dataset, row[0], tier))
-                    report.gone += 1
-                row = next(existing, None)
-            if row is not None and row[0] == entry.key:
-                self._classify(report, row, entry, now, changes, metadata, inserts)
-                row = next(existing, None)
-            else:
-                inserts.append(_insert_row(dataset, tier, entry, now))
-                report.new += 1
-            if len(inserts) + len(changes) + len(metadata) + len(gone) >= BATCH:
-                flush()
-        while row is not None:
-            if row[4] == "present":
-                gone.append((now, dataset, row[0], tier))
-                present_missing += 1
-            row = next(existing, None)
-        if report.listed == 0 and present_missing and not allow_empty:
-            gone.clear()
-            report.errors.append(
-                f"tier {tier!r} lists no objects under dataset {dataset!r}, but the index knows "
-                f"{present_missing}; not marking them gone (is the tier mounted?). "
-                "Re-run with --allow-empty if they really were removed."
-            )
-        else:
-            report.gone += present_missing
-        flush()
-
-    @staticmethod
-    def _classify(
-        report: ScanReport,
-        row: tuple[Any, ...],
-        entry: Entry,
-        now: float,
-        changes: list[tuple[Any, ...]],
-        metadata: list[tuple[Any, ...]],
-        inserts: list[tuple[Any, ...]],
-    ) -> None:
-        key, size, mtime, checksum, state, storage_class, etag, atime, restore_state = row
-        dataset, tier = report.dataset, report.tier
-        if state != "present":
-            inserts.append(_insert_row(dataset, tier, entry, now))
-            report.new += 1
-            return
-        content_changed = (
-            size != entry.size
-            or abs(mtime - entry.mtime) > MTIME_WINDOW
-            or (
-                checksum is not None
-                and entry.checksum is not None
-                and checksum.partition(":")[0] == entry.checksum.partition(":")[0]
-                and checksum != entry.checksum
-            )
-        )
-        if content_changed:
-            changes.append(
-                (
-                    entry.size,
-                    entry.mtime,
-                    entry.checksum,
-                    entry.storage_class,
-                    entry.etag,
-                    entry.atime,
-                    entry.restore_state,
-                    now,
-                    dataset,
-                    key,
-                    tier,
-                )
-            )
-            report.changed += 1
-            return
-        report.unchanged += 1
-        if (
-            entry.storage_class != storage_class
-            or entry.etag != etag
-            or (entry.checksum is not None and checksum is None)
-            or (entry.atime is not None and entry.atime != atime)
-            or (entry.restore_state is not None and entry.restore_state != restore_state)
-        ):
-            metadata.append(
-                (
-                    entry.checksum,
-                    entry.storage_class,
-                    entry.etag,
-                    entry.atime,
-                    entry.restore_state,
-                    dataset,
-                    key,
-                    tier,
-                )
-            )
 
     # -- reads for the planner and the CLI ---------------------------------------------------
     def objects(self, dataset: str, prefix: str = "") -> Iterator[ObjectSnapshot]:
@@ -293,7 +148,7 @@ class Index:
             " WHERE dataset = ? AND key >= ? AND key < ? AND state = 'present' ORDER BY key, tier",
             (dataset, lo, hi),
         )
-        for key, group in itertools.groupby((Placement(*r) for r in rows), key=lambda p: p.key):
+        for key, group in itertools.groupby(map(_placement, rows), key=lambda p: p.key):
             placements = tuple(group)
             yield ObjectSnapshot(dataset, key, placements, min(p.first_seen for p in placements))
 
@@ -302,7 +157,7 @@ class Index:
         rows = self.conn.execute(
             f"SELECT {_PLACEMENT_COLUMNS} FROM placements WHERE key = ?{state} ORDER BY dataset, tier", (key,)
         )
-        return [Placement(*r) for r in rows]
+        return [_placement(r) for r in rows]
 
     def usage(self, prefix: str = "", dataset: str | None = None) -> list[TierUsage]:
         """Objects and bytes per (dataset, tier) for present placements under ``prefix``."""
@@ -355,27 +210,44 @@ class Index:
         now: float,
         *,
         verified: bool = True,
+        source: str | None = None,
     ) -> None:
+        """Record a copy of ``key`` written to ``tier``. The copy carries the object's tags
+        and metadata: the entry's where it has them, else those recorded for the ``source``
+        tier, else those of another present placement of the same content (the planner copies
+        only the current version), else unknown."""
+        inherited = (
+            "SELECT {col} FROM placements WHERE dataset = :dataset AND key = :key AND tier != :tier"
+            " AND state = 'present' AND {col} IS NOT NULL AND size = :size AND abs(mtime - :mtime) <= :window"
+            " ORDER BY tier = :source DESC, tier LIMIT 1"
+        )
         self.conn.execute(
             f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, NULL, NULL, ?)"
+            " VALUES (:dataset, :key, :tier, :size, :mtime, :checksum, :storage_class, :etag, 'present',"
+            " :now, :verified_at, NULL, NULL, :restore_state,"
+            f" coalesce(:tags, ({inherited.format(col='tags')})),"
+            f" coalesce(:meta, ({inherited.format(col='meta')})))"
             " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
             " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
             " state = 'present', verified_at = excluded.verified_at, changed_at = NULL,"
-            " restore_state = excluded.restore_state",
-            (
-                dataset,
-                key,
-                tier,
-                entry.size,
-                entry.mtime,
-                checksum,
-                entry.storage_class,
-                entry.etag,
-                now,
-                now if verified else None,
-                entry.restore_state,
-            ),
+            " restore_state = excluded.restore_state, tags = excluded.tags, meta = excluded.meta",
+            {
+                "dataset": dataset,
+                "key": key,
+                "tier": tier,
+                "size": entry.size,
+                "mtime": entry.mtime,
+                "checksum": checksum,
+                "storage_class": entry.storage_class,
+                "etag": entry.etag,
+                "now": now,
+                "verified_at": now if verified else None,
+                "restore_state": entry.restore_state,
+                "tags": encode_mapping(entry.tags),
+                "meta": encode_mapping(entry.metadata),
+                "source": source,
+                "window": MTIME_WINDOW,
+            },
         )
 
     def record_verified(self, dataset: str, key: str, tier: str, checksum: str, now: float) -> None:
@@ -406,14 +278,24 @@ class Index:
         group = (tiers,) if isinstance(tiers, str) else tiers
         marks = ", ".join("?" for _ in group)
         row = self.conn.execute(
-            "SELECT size, mtime, checksum, storage_class, etag, atime FROM placements"
+            "SELECT size, mtime, checksum, storage_class, etag, atime, tags, meta FROM placements"
             f" WHERE dataset = ? AND key = ? AND state = 'present' AND tier IN ({marks}) LIMIT 1",
             (dataset, key, *group),
         ).fetchone()
         if row is None:
             return None
-        size, mtime, checksum, storage_class, etag, atime = row
-        return Entry(key, size, mtime, checksum, storage_class, etag, atime=atime)
+        size, mtime, checksum, storage_class, etag, atime, tags, meta = row
+        return Entry(
+            key,
+            size,
+            mtime,
+            checksum,
+            storage_class,
+            etag,
+            atime=atime,
+            tags=decode_mapping(tags),
+            metadata=decode_mapping(meta),
+        )
 
     def record_delete(self, dataset: str, key: str, tier: str) -> float | None:
         """Forget a deleted placement; returns when it was first seen (for the audit trail)."""
@@ -497,22 +379,6 @@ class Index:
         return list(
             self.conn.execute(f"SELECT {_PLACEMENT_COLUMNS} FROM placements ORDER BY dataset, key, tier")
         )
-
-
-def _insert_row(dataset: str, tier: str, entry: Entry, now: float) -> tuple[Any, ...]:
-    return (
-        dataset,
-        entry.key,
-        tier,
-        entry.size,
-        entry.mtime,
-        entry.checksum,
-        entry.storage_class,
-        entry.etag,
-        now,
-        entry.atime,
-        entry.restore_state,
-    )
 
 
 def _connect(path: str) -> sqlite3.Connection:

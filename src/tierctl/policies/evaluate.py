@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tierctl.model import ObjectSnapshot, Placement
-from tierctl.policies.expr import Facts
+from tierctl.policies.expr import Facts, UnknownFact, metadata_families
 from tierctl.policies.globs import selected
 from tierctl.policies.model import Config, Copies, Policy, Rule
 
@@ -37,8 +38,17 @@ def current_version(placements: tuple[Placement, ...], tier_order: dict[str, int
     return min(placements, key=lambda p: (-p.mtime, -p.size, tier_order.get(p.tier, 1 << 30)))
 
 
-def facts_for(version: Placement, now: float, obj: ObjectSnapshot | None = None, path: str = "") -> Facts:
-    """The facts a condition sees. Without ``obj`` only age and size are known."""
+def facts_for(
+    version: Placement,
+    now: float,
+    obj: ObjectSnapshot | None = None,
+    path: str = "",
+    tier_names: Iterable[str] = (),
+) -> Facts:
+    """The facts a condition sees. Without ``obj`` only age and size are known.
+
+    Tags and metadata are those of the placements holding the current version, merged
+    (:func:`merged_mapping`; ``tier_names`` in declaration order breaks ties)."""
     if obj is None:
         return Facts(age=max(0.0, now - version.mtime), size=version.size, path=path)
     holding = [p for p in obj.placements if p.state == "present" and p.same_content(version)]
@@ -53,7 +63,36 @@ def facts_for(version: Placement, now: float, obj: ObjectSnapshot | None = None,
         path=path,
         storage_class=version.storage_class or "",
         tiers=frozenset(p.tier for p in holding),
+        tags=merged_mapping(holding, "tags", tier_names),
+        meta=merged_mapping(holding, "metadata", tier_names),
     )
+
+
+def merged_mapping(
+    holding: list[Placement], attribute: str, tier_names: Iterable[str]
+) -> Mapping[str, str] | None:
+    """One object's tags or metadata (``attribute``) from the copies of its current version:
+    None (unknown) as soon as one copy's are unknown; else the union of every copy's, and
+    where copies disagree on a key, the copy on the tier declared first in ``tiers:`` wins
+    (tiers not declared come last, by name)."""
+    if not holding:
+        return {}
+    first: Mapping[str, str] | None = getattr(holding[0], attribute)
+    if first is None or len(holding) == 1:
+        return first
+    same = True
+    for placement in holding[1:]:
+        value = getattr(placement, attribute)
+        if value is None:
+            return None
+        same = same and (value is first or value == first)
+    if same:
+        return first
+    rank = {name: i for i, name in enumerate(tier_names)}
+    merged: dict[str, str] = {}
+    for placement in sorted(holding, key=lambda p: (rank.get(p.tier, len(rank)), p.tier), reverse=True):
+        merged.update(getattr(placement, attribute))
+    return merged
 
 
 def choose_copies(copies: Copies, holding: frozenset[str], already: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -83,19 +122,34 @@ def relative_key(config: Config, obj: ObjectSnapshot) -> str:
 
 def matching_policy_rule(config: Config, dataset: str, facts: Facts) -> tuple[Policy, Rule] | None:
     """The first rule, of the first policy of ``dataset`` that selects ``facts.path``,
-    whose condition holds."""
-    for policy in config.policies_for(dataset):
-        if not selected(facts.path, policy.include, policy.exclude):
-            continue
-        for rule in policy.rules:
-            if rule.condition.evaluate(facts):
-                return policy, rule
+    whose condition holds. None also when a rule on the way needs tags or metadata the
+    object's are not known for (:class:`UnknownFact`): which rule comes first cannot be
+    told, so the object is left alone rather than decided by a later rule."""
+    try:
+        for policy in config.policies_for(dataset):
+            if not selected(facts.path, policy.include, policy.exclude):
+                continue
+            for rule in policy.rules:
+                if rule.condition.evaluate(facts):
+                    return policy, rule
+    except UnknownFact:
+        return None
     return None
+
+
+def metadata_wanted(config: Config, dataset: str) -> frozenset[str]:
+    """What a scan of ``dataset`` must read beyond sizes and times: ``"tags"`` and/or
+    ``"metadata"``, when a rule of one of its policies tests ``tag.KEY`` / ``meta.KEY``."""
+    families: set[str] = set()
+    for policy in config.policies_for(dataset):
+        for rule in policy.rules:
+            families |= metadata_families(rule.condition)
+    return frozenset("metadata" if f == "meta" else f for f in families)
 
 
 def decide(config: Config, obj: ObjectSnapshot, version: Placement, now: float) -> Decision | None:
     """The decision for one object; None when nothing matches (the object is then left alone)."""
-    facts = facts_for(version, now, obj, relative_key(config, obj))
+    facts = facts_for(version, now, obj, relative_key(config, obj), config.tiers)
     found = matching_policy_rule(config, obj.dataset, facts)
     if found is None:
         return None

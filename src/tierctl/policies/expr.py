@@ -46,6 +46,9 @@ class Facts:
     ``last_access``: since the last recorded read; None when no store records one, and
     then the content's age stands in (an object never read is as idle as it is old).
     ``tiers``: the tiers that hold the object's current version.
+    ``tags`` / ``meta``: the object's tags and user metadata; None when they are not known
+    (a store that cannot report them holds a copy, or no scan has read them yet). A
+    condition that needs an unknown value raises :class:`UnknownFact` rather than guess.
     """
 
     age: float
@@ -55,8 +58,8 @@ class Facts:
     path: str = ""  # the key below the dataset prefix
     storage_class: str = ""
     tiers: frozenset[str] = frozenset()
-    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
-    meta: Mapping[str, str] = field(default_factory=dict, hash=False)
+    tags: Mapping[str, str] | None = field(default_factory=dict, hash=False)
+    meta: Mapping[str, str] | None = field(default_factory=dict, hash=False)
 
     @property
     def name(self) -> str:
@@ -79,6 +82,16 @@ class Facts:
             seen=self.seen + seconds,
             last_access=None if self.last_access is None else self.last_access + seconds,
         )
+
+
+class UnknownFact(Exception):
+    """A condition needs ``tag.KEY`` / ``meta.KEY`` of an object whose tags or metadata are
+    not known. Not a user error: evaluation stops, and the object is left alone."""
+
+    def __init__(self, field: str, family: str) -> None:
+        super().__init__(f"{field}: the object's {family} are not known")
+        self.field = field
+        self.family = family
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,7 @@ FIELDS: dict[str, Field] = {
 }
 TIME_FIELDS = ("age", "seen", "last_access")
 NUMERIC_KINDS = ("duration", "size", "count")
-MAPPING_FIELDS = {"tag": "tags", "meta": "meta"}  # tag.KEY, meta.KEY
+MAPPING_FIELDS = {"tag": "tags", "meta": "meta"}  # tag.KEY, meta.KEY -> the Facts attribute
 
 NUMERIC_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
@@ -137,14 +150,30 @@ def field_for(name: str) -> Field | None:
     family, dot, key = name.partition(".")
     if dot and key and family in MAPPING_FIELDS:
         attribute = MAPPING_FIELDS[family]
+
+        def getter(facts: Facts) -> str:
+            values: Mapping[str, str] | None = getattr(facts, attribute)
+            if values is None:
+                raise UnknownFact(name, attribute)
+            return values.get(key, "")
+
         return Field(
-            name,
-            "string",
-            lambda f: getattr(f, attribute).get(key, ""),
-            f'{name} == "x"',
-            f"the object's {family} {key!r} ('' when absent)",
+            name, "string", getter, f'{name} == "x"', f"the object's {family} {key!r} ('' when absent)"
         )
     return None
+
+
+def metadata_families(node: Node) -> frozenset[str]:
+    """The Facts mappings (``"tags"``, ``"meta"``) a condition reads, classes included."""
+    out: set[str] = set()
+    for n in walk(node):
+        if isinstance(n, Match):
+            family, dot, _ = n.field.partition(".")
+            if dot and family in MAPPING_FIELDS:
+                out.add(MAPPING_FIELDS[family])
+        elif isinstance(n, ClassRef):
+            out |= metadata_families(n.node)
+    return frozenset(out)
 
 
 # -- AST ----------------------------------------------------------------------------------
@@ -277,7 +306,7 @@ _TOKEN = re.compile(
   | (?P<comma>,)
   | (?P<string>"[^"\n]*"|'[^'\n]*')
   | (?P<literal>\d+(?:\.\d+)?[A-Za-z]*)
-  | (?P<word>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-:]+)?)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-:]+)*)
     """,
     re.VERBOSE,
 )
