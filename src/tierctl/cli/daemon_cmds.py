@@ -136,24 +136,62 @@ def runs(
     _console().print(table)
 
 
+def _step_text(step: Any, start: float) -> str:
+    """``verified (read-back) +0.012s``: the step, how (where the journal says), time since the first."""
+    how = step.detail.get("by")
+    return f"{step.step}{f' ({how})' if isinstance(how, str) else ''} +{step.at - start:.3f}s"
+
+
+def _steps_json(a: Any) -> dict[str, Any]:
+    return {
+        "action": a.action_id,
+        "op": a.op,
+        "dataset": a.dataset,
+        "key": a.key,
+        "source": a.source,
+        "target": a.target,
+        "status": a.status,
+        "steps": [
+            {"step": s.step, "at": s.at, **({"detail": s.detail} if s.detail else {})} for s in a.steps
+        ],
+    }
+
+
 @runs_app.command("show")
 def runs_show(
     ctx: typer.Context,
     run_id: int = typer.Argument(..., metavar="ID", help="The run's id, as `tierctl runs` lists it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    steps: bool = typer.Option(
+        False,
+        "--steps",
+        help="Also list each action that got past 'planned' with its journal steps (planned, copying,"
+        " uploading, copied, verified, deleted; resumed or cleaned when a later run used or tidied up"
+        " after it) and its outcome, or 'unfinished' if the run ended before recording one.",
+    ),
+    key: str = typer.Option(
+        "", "--key", metavar="PREFIX", help="With --steps: only keys starting with PREFIX."
+    ),
+    all_actions: bool = typer.Option(
+        False, "--all", help="With --steps: also the actions that never started (only 'planned')."
+    ),
 ) -> None:
-    """One run in detail, with each failed or skipped action and its error."""
+    """One run in detail, with each failed or skipped action and its error; --steps shows how far
+    each action got (after a kill: which copies were verified, which deletes never ran)."""
     from rich.markup import escape
 
-    from tierctl import api_ops
+    from tierctl import api, api_ops
     from tierctl.policies.units import format_size
 
-    detail = api_ops.run_detail(ctx.obj.load(), run_id)
+    config = ctx.obj.load()
+    detail = api_ops.run_detail(config, run_id)
     r = detail.run
+    journal = api.run_steps(config, run_id, key_prefix=key, everything=all_actions) if steps else None
     if as_json:
         _print_json(
             {
                 **_run_json(r),
+                **({} if journal is None else {"steps": [_steps_json(a) for a in journal]}),
                 "actions": detail.counts,
                 "not_started": detail.not_started,
                 "problems": [
@@ -196,6 +234,15 @@ def runs_show(
         arrow = f"{p.source}->{p.target}" if p.source else p.target
         console.print(
             f"  [red]{p.status}[/] {p.op} {escape(p.key)} ({arrow}): {escape(p.error or '')}", highlight=False
+        )
+    if journal is not None:
+        console.print(f"[bold]steps[/] ({len(journal)} actions)")
+    for a in journal or ():
+        arrow = f"{a.source}->{a.target}" if a.source else a.target
+        start = a.steps[0].at if a.steps else 0.0
+        timeline = ", ".join(_step_text(s, start) for s in a.steps)
+        console.print(
+            f"  #{a.action_id} {a.op} {escape(a.key)} ({arrow}) {a.status}: {timeline}", highlight=False
         )
 
 

@@ -1,7 +1,8 @@
-"""Reads of the run journal and audit trail (tables ``runs`` and ``actions``).
+"""Reads of the run journal and audit trail (tables ``runs``, ``actions`` and ``steps``).
 
 Every apply, by hand or by the daemon, writes a ``runs`` row and one ``actions`` row per
 action (see :mod:`tierctl.executor`); these stay, so an object's whole life can be told.
+The steps of each action (:mod:`.steps`) are kept for ``steps.STEPS_KEEP`` after a run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tierctl.index import steps
 from tierctl.index.db import Index
+from tierctl.index.steps import ActionSteps
 
 RUN_COLUMNS = (
     "id, started_at, finished_at, trigger, policy, plan_file, outcome, planned, done, failed, skipped,"
@@ -142,6 +145,18 @@ def close_abandoned_runs(index: Index) -> int:
             (time.time(),),
         )
         return cur.rowcount
+
+
+def partial_upload_tiers(index: Index) -> set[str]:
+    """Tiers on which interrupted runs left multipart uploads (see :mod:`.steps`)."""
+    return {upload.tier for upload in steps.partial_uploads(index)}
+
+
+def run_steps(
+    index: Index, run_id: int, *, key_prefix: str = "", everything: bool = False
+) -> list[ActionSteps]:
+    """The run's actions with their steps (those that started, or all with ``everything``)."""
+    return steps.action_steps(index, run_id, key_prefix=key_prefix, started_only=not everything)
 
 
 def history(index: Index, key: str) -> list[HistoryEvent]:

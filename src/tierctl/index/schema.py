@@ -81,6 +81,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE placements ADD COLUMN tags TEXT;
     ALTER TABLE placements ADD COLUMN meta TEXT;
     """,
+    # 6: the step journal: what each action of a run had got to (planned, copying,
+    # uploading, copied, verified, deleted; resumed and cleaned when a later run used or
+    # tidied up after an interrupted one). An action's final outcome stays in `actions`.
+    # Keyed like `actions`, so a run's steps are one range of the primary key.
+    """
+    CREATE TABLE steps (
+        run_id    INTEGER NOT NULL,
+        action_id INTEGER NOT NULL,
+        step      TEXT NOT NULL,
+        at        REAL NOT NULL,
+        detail    TEXT,                       -- JSON, per step (see tierctl.index.steps)
+        PRIMARY KEY (run_id, action_id, step)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
