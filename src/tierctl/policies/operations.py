@@ -1,10 +1,12 @@
-"""The policy file's operational sections: ``daemon``, ``retries``, ``alerts``, ``metrics``.
+"""The policy file's operational sections: ``daemon``, ``retries``, ``alerts``, ``metrics``,
+``executor``.
 
 ```yaml
 daemon:  {timezone: Europe/Paris, error_budget: 0.2, jobs: 8}
 retries: {attempts: 4, base_delay: 0.5, max_delay: 30}
 alerts:  {on: [failure], command: "notify-send tierctl", webhook: "https://hooks.example/x"}
 metrics: {textfile: /var/lib/node_exporter/textfile/tierctl.prom, listen: "127.0.0.1:9464"}
+executor: dask://scheduler:8786   # where apply runs copies (docs/dask.md); default: local
 ```
 
 They shape how runs go, never what a plan contains, so they are not part of the config
@@ -46,6 +48,8 @@ def parse(v: Validator, top: dict[str, Any]) -> dict[str, Any]:
         out["alerts"] = alerts(v, top["alerts"])
     if top.get("metrics") is not None:
         out["metrics"] = metrics(v, top["metrics"])
+    if top.get("executor") is not None:
+        out["executor"] = executor(v, top["executor"])
     return out
 
 
@@ -145,6 +149,45 @@ def metrics(v: Validator, value: Any) -> MetricsSettings:
             v.problem((*where, "listen"), str(exc), 'e.g. listen: "127.0.0.1:9464"')
             listen = None
     return MetricsSettings(textfile, None if listen is None else str(listen))
+
+
+EXECUTOR_HINT = "use `local`, or a Dask scheduler: dask://HOST:8786 (also tcp://HOST:PORT, tls://HOST:PORT)"
+DASK_SCHEDULER_PORT = 8786
+_DASK_SCHEMES = {"dask": "tcp", "tcp": "tcp", "tls": "tls"}
+
+
+def executor(v: Validator, value: Any) -> str:
+    """``executor: dask://scheduler:8786``: where apply (and the daemon) run units."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError(f"executor must be a string, got {value!r}")
+        return executor_address(value)
+    except ValueError as exc:
+        v.problem(("executor",), str(exc), EXECUTOR_HINT)
+        return "local"
+
+
+def executor_address(text: str) -> str:
+    """``local``, or a Dask scheduler address as dask's Client takes it: ``dask://HOST[:PORT]``
+    and ``tcp://`` become ``tcp://HOST:PORT`` (port 8786 by default), ``tls://`` stays TLS.
+    ValueError says what is wrong."""
+    text = text.strip()
+    if text.lower() == "local":
+        return "local"
+    parts = urlsplit(text)
+    scheme = _DASK_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"unknown executor {text!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"executor {text!r}: a scheduler address is only HOST:PORT")
+    try:
+        port = parts.port or DASK_SCHEDULER_PORT
+    except ValueError:
+        raise ValueError(f"executor {text!r}: bad port") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"executor {text!r}: no host")
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def parse_address(text: str) -> tuple[str, int]:
