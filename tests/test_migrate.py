@@ -354,8 +354,3 @@ datasets:
     assert report["copied"]["files"] == 20 and report["index"] == str(tmp_path / ".tierctl" / "index.db")
     where = json.loads(cli("-c", str(config), "where", "d000/part-00003.parquet", "--json").out)
     assert {p["tier"] for p in where["objects"][0]["placements"]} == {"hdfs", "s3"}
-
-
-def test_preserve_says_what_it_cannot_carry(cli: Callable[..., CliResult]) -> None:
-    result = cli("migrate", "webhdfs://nn:9870/a", "s3://b/a", "--preserve", "mtime,perms")
-    assert result.code == 1 and "permissions" in result.err and "hint" in result.err

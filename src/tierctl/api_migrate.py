@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tierctl import api
+from tierctl.api_preserve import AttributeOutcome, Preservation, PreservingMover, plan_preservation, reapply
 from tierctl.errors import ConfigError, UnknownName
 from tierctl.executor import ActionResult, ApplyOptions, Events, NoEvents, execute
 from tierctl.index import Index, journal
@@ -72,6 +73,7 @@ class MigrateOptions:
     index: str | None = None  # the migration's own index (standalone migrations)
     state_dir: str | None = None
     digest: str = "crc32c"
+    preserve: tuple[str, ...] = ("mtime",)  # see tierctl.api_preserve.parse_preserve
 
 
 @dataclass
@@ -107,6 +109,8 @@ class MigrateReport:
     run_id: int | None = None
     interrupted: bool = False
     plan: Plan | None = None  # kept for a dry run, to be shown
+    preservation: Preservation | None = None
+    attributes: AttributeOutcome = field(default_factory=AttributeOutcome)
 
     @property
     def throughput(self) -> float:
@@ -114,7 +118,13 @@ class MigrateReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.failed.files or self.skipped.files or self.conflicts or self.interrupted)
+        return not (
+            self.failed.files
+            or self.skipped.files
+            or self.conflicts
+            or self.interrupted
+            or self.attributes.not_preserved
+        )
 
     def to_dict(self) -> dict[str, Any]:
         tallies = (
@@ -139,6 +149,7 @@ class MigrateReport:
             "conflicts": self.conflicts,
             "problems": [{"key": k, "status": s, "error": e} for k, s, e in self.problems],
             "warnings": self.warnings,
+            **({"preserve": self.preservation.to_dict(self.attributes)} if self.preservation else {}),
             "seconds": round(self.seconds, 3),
             "bytes_per_second": round(self.throughput),
             "interrupted": self.interrupted,
@@ -177,7 +188,7 @@ def _dataset_name(opts: MigrateOptions) -> str:
 
 def _policy_yaml(
     *,
-    tiers: dict[str, tuple[str, dict[str, Any]]],
+    tiers: dict[str, dict[str, Any]],
     dataset: str,
     prefix: str,
     source: str,
@@ -199,10 +210,7 @@ def _policy_yaml(
     doc: dict[str, Any] = {
         "version": 1,
         "digest": opts.digest,
-        "tiers": {
-            name: {"url": url, **({"options": options} if options else {})}
-            for name, (url, options) in tiers.items()
-        },
+        "tiers": {name: {key: value for key, value in tier.items() if value} for name, tier in tiers.items()},
         "datasets": {dataset: {"prefix": prefix, "home": source}},
         "policies": [policy],
     }
@@ -238,8 +246,8 @@ def prepare(opts: MigrateOptions) -> Setup:
     policy_path = os.path.join(folder, f"{name}.yaml")
     text = _policy_yaml(
         tiers={
-            SOURCE: (opts.source, opts.source_options),
-            DESTINATION: (opts.destination, opts.destination_options),
+            SOURCE: {"url": opts.source, "options": opts.source_options},
+            DESTINATION: {"url": opts.destination, "options": opts.destination_options},
         },
         dataset=dataset,
         prefix="",
@@ -285,7 +293,16 @@ def _from_policy_file(opts: MigrateOptions) -> Setup | None:
         )
     dataset = candidates[0]
     text = _policy_yaml(
-        tiers={t.name: (t.url, t.options) for t in (source, destination)},
+        # The tiers as declared (mover, storage class, options), so the run uses the same movers.
+        tiers={
+            t.name: {
+                "url": t.url,
+                "mover": t.mover if t.mover != "auto" else None,
+                "storage_class": t.storage_class,
+                "options": t.options,
+            }
+            for t in (source, destination)
+        },
         dataset=dataset.name,
         prefix=dataset.prefix,
         source=source.name,
@@ -391,13 +408,24 @@ def migrate(opts: MigrateOptions, *, events: Events | None = None, now: float | 
     now = time.time() if now is None else now
     tiers = [setup.source, setup.destination]
     with api.lock_index(config), api.open_index(config) as index, api.movers_for(config, tiers) as movers:
+        report.preservation = plan_preservation(
+            opts.preserve, movers[setup.source], movers[setup.destination], report.warnings
+        )
         journal.close_abandoned_runs(index)
         _scan(index, setup, movers, report, now)
         plan = _plan(index, setup, opts, report, now)
         if opts.dry_run:
             report.plan = plan
+            _reapply(setup, movers, report, dry_run=True)
             report.seconds = time.monotonic() - started
             return report
+        if report.preservation.attributes:
+            movers = {
+                **movers,
+                setup.destination: PreservingMover(
+                    movers[setup.destination], movers[setup.source], report.preservation, report.attributes
+                ),
+            }
         if opts.bandwidth:
             from tierctl.movers.ratelimit import RateLimitedMover
 
@@ -414,9 +442,30 @@ def migrate(opts: MigrateOptions, *, events: Events | None = None, now: float | 
             applied = execute(plan, movers, index, apply_options, tally)
             report.run_id = applied.run_id
             report.interrupted = applied.interrupted
+            if not report.interrupted:
+                _reapply(setup, movers, report, dry_run=False)
         finally:
             report.seconds = time.monotonic() - started
     return report
+
+
+def _reapply(setup: Setup, movers: dict[str, Mover], report: MigrateReport, *, dry_run: bool) -> None:
+    """Attributes changed on the source of objects whose content is up to date (see
+    tierctl.api_preserve.reapply); objects in conflict, failed or skipped are left alone."""
+    if report.preservation is None or not report.preservation.native_attributes:
+        return
+    prefix = setup.config.datasets[setup.dataset].prefix
+    policy = setup.config.policies[0]
+    left_alone = set(report.conflicts) | {key for key, _, _ in report.problems}
+    if dry_run and report.plan is not None:  # copied in this run: their attributes come along
+        left_alone.update(a.key for a in report.plan.actions if a.op == "copy")
+
+    def wanted(key: str) -> bool:
+        return key not in left_alone and selected(key[len(prefix) :], policy.include, policy.exclude)
+
+    source, destination = movers[setup.source], movers[setup.destination]
+    outcome, warnings = report.attributes, report.warnings
+    reapply(source, destination, prefix, report.preservation, outcome, warnings, wanted, dry_run=dry_run)
 
 
 def _scan(index: Index, setup: Setup, movers: dict[str, Mover], report: MigrateReport, now: float) -> None:

@@ -1348,6 +1348,16 @@ class WebHDFSServer:
         """Backing local file of an absolute HDFS path (for inspecting/corrupting bytes)."""
         return self._app.ns.local(_normalize(hdfs_path))
 
+    def file_status(self, hdfs_path: str) -> dict[str, Any]:
+        """The FileStatus the namenode reports for an absolute HDFS path (``owner``,
+        ``group``, ``permission``, ...), read directly rather than over HTTP."""
+        path = _normalize(hdfs_path)
+        with self._app.ns.lock:
+            st = self._app.ns.stat(path)
+            if st is None:
+                raise FileNotFoundError(hdfs_path)
+            return self._app.ns.file_status(path, st, "")
+
     # -- request log ----------------------------------------------------------------
     @property
     def requests(self) -> list[tuple[str, str, str]]:

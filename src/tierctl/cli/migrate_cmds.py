@@ -7,15 +7,7 @@ from typing import Any
 import typer
 
 from tierctl.cli.main import _console, _print_json, app
-from tierctl.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
-
-PRESERVABLE = ("mtime",)
-NOT_PRESERVABLE = {
-    "perms": "permissions",
-    "permissions": "permissions",
-    "owner": "owner",
-    "group": "group",
-}
+from tierctl.errors import EXIT_OK, EXIT_PARTIAL
 
 
 def _options(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -42,17 +34,13 @@ def _bandwidth(text: str | None) -> float | None:
     return float(rate)
 
 
-def _check_preserve(values: list[str]) -> None:
-    for value in (v.strip().lower() for item in values for v in item.split(",")):
-        if value in PRESERVABLE:
-            continue
-        if value in NOT_PRESERVABLE:
-            raise ConfigError(
-                f"--preserve {value}: tierctl cannot carry HDFS {NOT_PRESERVABLE[value]} yet",
-                hint="the mover contract has no per-object metadata beyond the content mtime, which is"
-                " always preserved; see docs/migrate.md",
-            )
-        raise typer.BadParameter(f"unknown attribute {value!r}; known: mtime", param_hint="--preserve")
+def _preserve(values: list[str]) -> tuple[str, ...]:
+    from tierctl.api_preserve import parse_preserve
+
+    try:
+        return parse_preserve(values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--preserve") from None
 
 
 @app.command()
@@ -82,7 +70,13 @@ def migrate(
         False, "--checksum", help="Also hash both sides of files that already match by size and mtime."
     ),
     preserve: list[str] = typer.Option(
-        [], "--preserve", metavar="ATTRS", help="Attributes to carry: mtime (always carried)."
+        [],
+        "--preserve",
+        metavar="ATTRS",
+        help="Attributes to carry, comma-separated or repeated: mtime (always), mode (or perms),"
+        " owner, group, all. Local and HDFS destinations apply them (chmod/chown, SETPERMISSION/SETOWNER);"
+        " S3 and GCS record them as user metadata (x-amz-meta-mode, ...). A re-run never copies content"
+        " again for attributes; on local and HDFS destinations it sets changed ones in place.",
     ),
     include: list[str] = typer.Option(
         [], "--include", metavar="GLOB", help="Only keys matching (repeatable)."
@@ -109,7 +103,6 @@ def migrate(
     from tierctl.api_migrate import MigrateOptions
     from tierctl.api_migrate import migrate as run_migration
 
-    _check_preserve(preserve)
     opts = MigrateOptions(
         source=source,
         destination=destination,
@@ -125,6 +118,7 @@ def migrate(
         destination_options=_options(dst_option, "--dst-option"),
         config_path=ctx.obj.config,
         index=ctx.obj.index,
+        preserve=_preserve(preserve),
     )
     if as_json or dry_run:
         report = run_migration(opts)
@@ -185,6 +179,7 @@ def _print_report(report: Any) -> None:
         console.print(f"  [red]{status}[/] {escape(key)}: {escape(error)}", highlight=False)
     if len(report.problems) > 50:
         console.print(f"  ... and {len(report.problems) - 50} more (see --json)")
+    _print_preserved(console, report)
     for warning in report.warnings:
         console.print(f"  [yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(
@@ -192,3 +187,28 @@ def _print_report(report: Any) -> None:
     )
     if report.interrupted:
         console.print("  [yellow]interrupted[/]: run the same command again to continue")
+
+
+def _print_preserved(console: Any, report: Any) -> None:
+    from rich.markup import escape
+
+    preservation, outcome = report.preservation, report.attributes
+    if preservation is None or not preservation.attributes:
+        return
+    kept = [
+        f"{', '.join(names)} {how}"
+        for names, how in ((preservation.native, "applied"), (preservation.metadata, "recorded as metadata"))
+        if names
+    ]
+    console.print(f"  preserved: {'; '.join(kept)}", highlight=False)
+    verb = "to update" if report.dry_run else "updated"
+    if not report.dry_run:
+        console.print(f"  {'attributes applied':<22} {outcome.applied:>9} files", highlight=False)
+    if outcome.updated or preservation.native_attributes:
+        console.print(f"  {'attributes ' + verb:<22} {outcome.updated:>9} files", highlight=False)
+    if outcome.not_preserved:
+        console.print(
+            f"  [red]{'attributes not kept':<22}[/] {outcome.not_preserved:>9} files", highlight=False
+        )
+    for key, _name, why in outcome.examples[:20]:
+        console.print(f"  [red]not preserved[/] {escape(key)}: {escape(why)}", highlight=False)

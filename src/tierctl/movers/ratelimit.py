@@ -4,7 +4,8 @@
 ``read_chunks`` with one token bucket shared by every thread, so ``--jobs 16`` with
 ``--bandwidth 100M`` moves 100 MB/s in all, not per copy. Every copy reads its source
 once and verification by read-back reads the destination, so wrapping the source of a
-migration caps what crosses the source's network link. Other calls pass through.
+migration caps what crosses the source's network link. Other calls (``write`` with its
+``metadata``, the attribute calls) pass through unpaced.
 """
 
 from __future__ import annotations

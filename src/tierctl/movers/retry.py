@@ -6,7 +6,7 @@ backoff with full jitter: ``uniform(0, min(max_delay, base_delay * 2**n))``. Oth
 errors pass straight through.
 
 What is retried here is only what can be repeated from scratch: ``stat``, ``delete``,
-the optional abilities, and the start of ``list``/``read_chunks`` (until the first item
+``read_range``, the optional abilities, and the start of ``list``/``read_chunks`` (until the first item
 is yielded; after that a retry would repeat or skip data). ``write`` is never retried
 here: its input is a one-shot chunk iterator that cannot be replayed. A whole copy is
 retried one level up, by the executor, which re-runs ``copy_verified`` and so re-reads
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -111,6 +111,9 @@ class RetryingMover(MoverWrapper):
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         return self._retry_start(lambda: self.inner.read_chunks(key, chunk_size))
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        return self._retry(lambda: self.inner.read_range(key, start, end))
+
     def delete(self, key: str) -> None:
         tries = [0]
 
@@ -135,6 +138,15 @@ class RetryingMover(MoverWrapper):
 
     def set_storage_class(self, key: str, storage_class: str) -> Entry:
         return self._retry(lambda: self.inner.set_storage_class(key, storage_class))
+
+    def attributes(self, key: str) -> dict[str, str]:
+        return self._retry(lambda: self.inner.attributes(key))
+
+    def list_attributes(self, prefix: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+        return self._retry_start(lambda: self.inner.list_attributes(prefix))
+
+    def set_attributes(self, key: str, attributes: Mapping[str, str]) -> None:
+        self._retry(lambda: self.inner.set_attributes(key, attributes))
 
     def restore(self, key: str, *, days: int, tier: str) -> None:
         self._retry(lambda: self.inner.restore(key, days=days, tier=tier))

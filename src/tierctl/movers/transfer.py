@@ -9,7 +9,7 @@ and never reported as done; a source that changed while being read aborts the co
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tierctl.errors import ObjectChanged, VerificationFailed
@@ -36,11 +36,14 @@ def copy_verified(
     durable: bool = False,
     storage_class: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> CopyResult:
     """Copy ``key`` from ``src`` to ``dst`` and verify it.
 
     ``expected`` is the source as planned (size, mtime); the content mtime it carries is
-    given to the destination, so an object's age travels with every copy.
+    given to the destination, so an object's age travels with every copy. ``metadata``
+    (attributes such as ``mode``, ``owner``) goes to ``dst.write``; verification covers
+    the content only.
     Raises :class:`ObjectChanged` if the source is not (or stops being) what was planned,
     :class:`VerificationFailed` if the destination's bytes differ.
     """
@@ -55,6 +58,7 @@ def copy_verified(
         mtime=expected.mtime,
         durable=durable,
         storage_class=storage_class,
+        metadata=metadata,
     )
     sums = stream.checksums()
     try:

@@ -20,7 +20,8 @@ Listing
 Writes
     Two-step ``CREATE`` of a temporary name beside the key (``.tierctl-tmp-...``, never
     listed), with ``Content-Length`` set and the byte count enforced, then ``SETTIMES``
-    (the content mtime, in HDFS's milliseconds) and ``RENAME`` onto the key with
+    (the content mtime, in HDFS's milliseconds), ``SETPERMISSION`` / ``SETOWNER`` when
+    attributes are asked for (:mod:`.attributes`), and ``RENAME`` onto the key with
     ``renameoptions=OVERWRITE`` (atomic on a NameNode; a server that answers with the
     old boolean rename gets delete + rename, so a reader may briefly see the key absent,
     never half-written). A finished ``CREATE`` has closed the file: its blocks are
@@ -54,6 +55,7 @@ from tierctl.errors import (
     UnsafeKey,
 )
 from tierctl.model import Entry
+from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
 from tierctl.movers.options import (
     BOOLEAN_WORDS,
@@ -181,7 +183,12 @@ class WebHDFSMover(Mover):
         self.root = "/" + unquote(parts.path).strip("/")
         if self.root != "/" and any(seg in ("", ".", "..") for seg in self.root[1:].split("/")):
             raise ConfigError(f"{url}: the path must be absolute and normalised")
-        self.capabilities = Capabilities(max_connections=self.options.max_connections, atomic_write=True)
+        self.capabilities = Capabilities(
+            max_connections=self.options.max_connections,
+            atomic_write=True,
+            attributes=(posix.MODE, posix.OWNER, posix.GROUP),
+            ranged_reads=True,
+        )
         self._auth_params: dict[str, str] = {}
         if self.options.user:
             self._auth_params["user.name"] = self.options.user
@@ -295,6 +302,11 @@ class WebHDFSMover(Mover):
 
     # -- listing ---------------------------------------------------------------------------
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
+        for rel, status in self._walk(prefix):
+            yield self._entry(rel, status)
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(key, FileStatus)`` of every file under ``prefix``, in key order."""
         self._skipped = []
         base, _, name_prefix = prefix.rpartition("/")
         rel_base = f"{base}/" if base else ""
@@ -316,7 +328,7 @@ class WebHDFSMover(Mover):
             except UnsafeKey:
                 self._skipped.append(rel)
                 continue
-            yield self._entry(rel, status)
+            yield rel, status
 
     def _children(
         self, path: str, rel_base: str, name_prefix: str, *, top: bool
@@ -414,6 +426,22 @@ class WebHDFSMover(Mover):
         finally:
             response.close()
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        import requests
+
+        if end <= start:
+            return b""
+        what = self._what(key)
+        url = self._base + quote(self._path(key), safe="/")
+        params = {"op": "OPEN", "offset": str(start), "length": str(end - start), **self._auth_params}
+        response = self._request("GET", url, what, params=params, allow_redirects=True, stream=True)
+        try:
+            return bytes(response.content)
+        except requests.exceptions.RequestException as exc:
+            raise MoverError(f"{what}: read interrupted ({type(exc).__name__})", retryable=True) from None
+        finally:
+            response.close()
+
     def write(
         self,
         key: str,
@@ -423,6 +451,7 @@ class WebHDFSMover(Mover):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         if storage_class:
             raise Unsupported(f"{self.url}: HDFS tiers have no storage classes")
@@ -435,6 +464,8 @@ class WebHDFSMover(Mover):
             self._call(
                 "PUT", temp, "SETTIMES", what, modificationtime=str(round(mtime * 1000)), accesstime="-1"
             )
+            # Before the rename: the key never shows the writer's defaults.
+            self._apply_attributes(temp, posix.only_attributes(metadata), what)
             self._rename_over(temp, final, what)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -502,8 +533,56 @@ class WebHDFSMover(Mover):
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
 
+    # -- attributes: FileStatus permission / owner / group -----------------------------------
+    def attributes(self, key: str) -> dict[str, str]:
+        what = self._what(key)
+        status = self._json(self._call("GET", self._path(key), "GETFILESTATUS", what), what)["FileStatus"]
+        if status.get("type") != "FILE":
+            raise ObjectNotFound(f"{what}: not a regular file")
+        return _attributes_of(status)
+
+    def list_attributes(self, prefix: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+        for rel, status in self._walk(prefix):
+            yield rel, _attributes_of(status)
+
+    def set_attributes(self, key: str, attributes: Mapping[str, str]) -> None:
+        path = self._path(key)
+        self.stat(key)  # a directory is not an object; an absent key is reported
+        self._apply_attributes(path, posix.only_attributes(attributes), self._what(key))
+
+    def _apply_attributes(self, path: str, wanted: Mapping[str, str], what: str) -> None:
+        """SETPERMISSION, then SETOWNER (after a chown the writer may no longer own the file).
+        An owner the NameNode refuses (only the superuser may give files away) still lets
+        the group through where the writer may set it; a refused group is left as is."""
+        bits = posix.permission_bits(wanted.get(posix.MODE))
+        if bits is not None:
+            self._call("PUT", path, "SETPERMISSION", what, permission=f"{bits:o}")
+        owner, group = wanted.get(posix.OWNER), wanted.get(posix.GROUP)
+        for attempt in ({"owner": owner, "group": group}, {"group": group}):
+            names: dict[str, Any] = {k: v for k, v in attempt.items() if v}
+            if not names:
+                return
+            try:
+                self._call("PUT", path, "SETOWNER", what, **names)
+                return
+            except _AccessDenied:
+                if "owner" not in names:
+                    return
+
     def close(self) -> None:
         self._session.close()
+
+
+class _AccessDenied(MoverError):
+    """The NameNode refused the operation (AccessControlException)."""
+
+
+def _attributes_of(status: Mapping[str, Any]) -> dict[str, str]:
+    found = {posix.MODE: str(status.get("permission") or "")}
+    for name in (posix.OWNER, posix.GROUP):
+        if status.get(name):
+            found[name] = str(status[name])
+    return {k: v for k, v in found.items() if v}
 
 
 def _join_path(parent: str, name: str) -> str:
@@ -553,7 +632,7 @@ def _remote_error(response: Any, what: str) -> MoverError:
             hint="check the tier's user / token options, or kinit for kerberos: true",
         )
     if exception == "AccessControlException":
-        return MoverError(f"{what}: permission denied ({message})", hint="check the HDFS owner and mode")
+        return _AccessDenied(f"{what}: permission denied ({message})", hint="check the HDFS owner and mode")
     error = MoverError(f"{what}: {detail}", retryable=status in _RETRYABLE_STATUS)
     if exception == "UnsupportedOperationException" or "No enum constant" in message:
         error.unsupported_op = True  # type: ignore[attr-defined]
