@@ -107,7 +107,7 @@ policies:
     }
     originals = {}
     for name, age in ages.items():
-        data = f"{name} ".encode() * 300
+        data = f"{name} ".encode() * 6000  # > 40 KiB: smaller objects lose money in GLACIER (cost guard)
         write_file(tmp_path / "nvme", f"events/{name}.parquet", data, now - age * DAY)
         originals[f"events/{name}.parquet"] = data
     _ok(cli("-c", str(config), "scan"))
@@ -166,7 +166,8 @@ policies:
         return str(path)
 
     now = time.time()
-    originals = {f"d/f{i}.bin": bytes([i]) * (1000 + i) for i in range(3)}
+    # Over GLACIER's 40 KiB per-object overhead, so the cost guard lets them in.
+    originals = {f"d/f{i}.bin": bytes([i]) * (48 * 1024 + i) for i in range(3)}
     for key, data in originals.items():
         write_file(tmp_path / "hot", key, data, now - 40 * DAY)
 

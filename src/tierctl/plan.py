@@ -98,6 +98,9 @@ class Plan:
     # from, and the wall clock then (``created_at`` may be a chosen ``--as-of`` instant).
     index_path: str | None = None
     written_at: float | None = None
+    # Set by the api: monthly storage before/after, the one-time cost and what the cost guard
+    # skipped (cost.PlanCost.to_dict()); plain data so a saved plan keeps it.
+    cost: dict[str, Any] | None = None
 
     @property
     def empty(self) -> bool:
@@ -150,6 +153,8 @@ class Plan:
             body["index_path"] = self.index_path
         if self.written_at is not None:
             body["written_at"] = self.written_at
+        if self.cost is not None:
+            body["cost"] = self.cost
         return {"format": FORMAT, "version": FORMAT_VERSION, "checksum": _checksum(body), **body}
 
     def save(self, path: str) -> None:
@@ -198,6 +203,7 @@ class Plan:
                 objects_considered=int(body.get("objects_considered", 0)),
                 index_path=None if body.get("index_path") is None else str(body["index_path"]),
                 written_at=None if body.get("written_at") is None else float(body["written_at"]),
+                cost=dict(body["cost"]) if isinstance(body.get("cost"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanFileError(f"{path}: malformed plan ({exc})") from None

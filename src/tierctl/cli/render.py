@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tierctl.api import WhereResult
+from tierctl.cost import ONE_TIME_KINDS, PRICES_NOTE, StorageTally, format_usd
 from tierctl.executor import ApplyReport
 from tierctl.index.db import TierUsage
 from tierctl.model import Placement, ScanReport
@@ -94,6 +95,7 @@ def print_plan(console: Console, plan: Plan, *, detail: bool = True) -> None:
             f"[bold green]No changes.[/] {plan.objects_considered} objects already where the policies "
             "want them."
         )
+        print_plan_cost(console, plan.cost, empty=True)
         return
     if detail:
         by_reason: dict[str, list[tuple[str, str, str, int]]] = defaultdict(list)
@@ -127,6 +129,52 @@ def print_plan(console: Console, plan: Plan, *, detail: bool = True) -> None:
     console.print(table)
     objects = len({(a.dataset, a.key) for a in plan.actions})
     console.print(f"Plan: {len(plan.actions)} actions on {objects} of {plan.objects_considered} objects.")
+    print_plan_cost(console, plan.cost)
+
+
+def print_plan_cost(console: Console, doc: dict[str, Any] | None, *, empty: bool = False) -> None:
+    """What the cost guard skipped, then monthly storage before -> after and the one-time cost."""
+    if not doc:
+        return
+    skipped = doc.get("skipped", [])
+    if skipped:
+        console.print(f"[bold yellow]Skipped for cost[/] ({len(skipped)}; `--allow-costly` keeps them):")
+        for s in skipped[:50]:
+            route = f"{s['source']} -> {s['target']}" if s["source"] else s["target"]
+            n = len(s["dropped"])
+            waiting = f" [dim](and {n} action{'s' if n != 1 else ''} waiting for it)[/]" if n else ""
+            line = f"{s['op']:<6} {escape(s['key'])}  {escape(route)}: {escape(s['reason'])}"
+            console.print(f"  [yellow]![/] {line}{waiting}", highlight=False, soft_wrap=True)
+        if len(skipped) > 50:
+            console.print(f"  ... and {len(skipped) - 50} more (see `--json`)")
+    before, after = doc["monthly_before"], doc["monthly_after"]
+    one_time = doc["one_time"]
+    if empty or not (before or after or one_time["total"] or doc.get("unpriced_tiers")):
+        return  # nothing priced (local tiers without `cost:`): no line of zeros
+    parts = ", ".join(
+        f"{kind.replace('_', ' ')} {format_usd(one_time[kind])}"
+        for kind in ONE_TIME_KINDS
+        if one_time.get(kind)
+    )
+    console.print(
+        f"Cost: storage {format_usd(before)}/month -> {format_usd(after)}/month"
+        f" ({'+' if after >= before else ''}{format_usd(after - before)});"
+        f" one-time {format_usd(one_time['total'])}" + (f" ({parts})" if parts else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    for tier, row in doc.get("tiers", {}).items():
+        if abs(row["monthly_after"] - row["monthly_before"]) > 1e-9:
+            console.print(
+                f"  {escape(tier)}: {format_usd(row['monthly_before'])} -> {format_usd(row['monthly_after'])}"
+                " a month",
+                highlight=False,
+            )
+    if doc.get("unpriced_tiers"):
+        console.print(
+            f"[dim]  no prices for {', '.join(doc['unpriced_tiers'])} (storage class without a cost model):"
+            " counted as free; set `cost:` on the tier[/]"
+        )
 
 
 # -- apply --------------------------------------------------------------------------------
@@ -232,6 +280,42 @@ def print_where(console: Console, result: WhereResult, config: Config) -> None:
     console.print(
         usage_table(result.usage, title=f"{result.query} ({result.kind}, {result.objects} objects)")
     )
+
+
+def usage_cost_json(tally: StorageTally) -> dict[str, Any]:
+    rows = [
+        {
+            "dataset": dataset,
+            "tier": tier,
+            "objects": tally.objects[(dataset, tier)],
+            "bytes": tally.bytes[(dataset, tier)],
+            "monthly_usd": round(tally.monthly[(dataset, tier)], 10),
+            "priced_by": tally.prices[tier].source,
+        }
+        for dataset, tier in sorted(tally.objects)
+    ]
+    total = round(sum(tally.monthly.values()), 10)
+    return {"currency": "USD", "usage": rows, "monthly_total_usd": total, "prices": PRICES_NOTE}
+
+
+def print_usage_cost(console: Console, tally: StorageTally) -> None:
+    doc = usage_cost_json(tally)
+    table = Table(title="monthly storage cost", show_edge=False)
+    for column in ("dataset", "tier", "objects", "bytes", "USD/month", "priced by"):
+        table.add_column(column, justify="right" if column in ("objects", "bytes", "USD/month") else "left")
+    for row in doc["usage"]:
+        table.add_row(
+            row["dataset"],
+            row["tier"],
+            str(row["objects"]),
+            format_size(row["bytes"]),
+            format_usd(row["monthly_usd"]),
+            row["priced_by"],
+        )
+    table.add_section()
+    table.add_row("total", "", "", "", format_usd(doc["monthly_total_usd"]), "")
+    console.print(table)
+    console.print(f"[dim]{PRICES_NOTE}[/]", highlight=False)
 
 
 def usage_table(usage: list[TierUsage], *, title: str) -> Table:

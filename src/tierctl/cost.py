@@ -1,0 +1,506 @@
+"""What storage costs: a cost model per tier, a plan's monthly and one-time cost, and the
+guard that skips transitions that lose money. Pure: no I/O, no clock.
+
+Money is USD; storage is billed per GiB-month (what S3 and GCS call a GB is 2**30 bytes),
+a month is 30 days, and an early-deletion fee is the storage of the days left before a
+class's minimum duration, prorated. The defaults are list prices (see ``PRICES_AS_OF``);
+every figure can be overridden per tier with ``cost:`` (docs/cost.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from tierctl.explain import NextChange, next_change
+from tierctl.model import ObjectSnapshot, Placement
+from tierctl.movers.registry import scheme_of
+from tierctl.plan import Action, Plan
+from tierctl.policies.evaluate import current_version, decide
+from tierctl.policies.model import Config, Tier
+from tierctl.policies.units import format_size
+
+GIB = 2**30
+KIB = 2**10
+DAY = 86400.0
+MONTH = 30 * DAY
+PRICES_AS_OF = "2026-06"
+PRICES_NOTE = (
+    f"default list prices as of {PRICES_AS_OF}: S3 us-east-1, GCS us-east1 (regional);"
+    " override per tier with `cost:`"
+)
+ONE_TIME_KINDS = ("requests", "retrieval", "restore", "egress", "early_deletion")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What one tier charges. ``overhead`` bytes are added to every object at this class's
+    rate (S3 GLACIER/DEEP_ARCHIVE metadata); ``per_object_month`` is a flat monthly fee per
+    object (the part of that metadata billed at STANDARD, or INTELLIGENT_TIERING's
+    monitoring); objects smaller than ``min_size`` are billed as ``min_size``; an object
+    removed before ``min_duration`` seconds is billed for the rest of it."""
+
+    storage_gb_month: float = 0.0
+    write_per_1000: float = 0.0  # PUT/COPY, and class changes into this class
+    read_per_1000: float = 0.0  # GET
+    retrieval_per_gb: float = 0.0  # reading out of an infrequent-access class
+    restore_per_1000: float = 0.0  # archive classes: restore requests, at the tier's speed
+    restore_per_gb: float = 0.0
+    egress_per_gb: float = 0.0  # bytes tierctl reads out of this store to somewhere else
+    per_object_month: float = 0.0
+    min_duration: float = 0.0
+    min_size: int = 0
+    overhead: int = 0
+    source: str = "none"  # where the figures come from, for reports
+
+    @property
+    def min_billable(self) -> int:
+        """Below this size an object is billed for more than it holds."""
+        return max(self.min_size, self.overhead)
+
+    @property
+    def guarded(self) -> bool:
+        return self.min_duration > 0 or self.min_billable > 0
+
+    def monthly(self, size: int) -> float:
+        """Storage of one object of ``size`` bytes for a month."""
+        billable = max(size, self.min_size) + self.overhead
+        return billable / GIB * self.storage_gb_month + self.per_object_month
+
+    def early_deletion(self, size: int, age: float) -> float:
+        """The fee for removing an object that has been in this class for ``age`` seconds."""
+        left = self.min_duration - max(age, 0.0)
+        return self.monthly(size) * left / MONTH if left > 0 else 0.0
+
+
+FREE = CostModel()
+
+
+def _glacier(
+    storage: float, write: float, restore: dict[str, tuple[float, float]], days: int
+) -> dict[str, Any]:
+    """S3's archive classes: 32 KiB of metadata per object at the class's rate and 8 KiB at
+    STANDARD's ($0.023), i.e. 40 KiB at the class's rate plus 8 KiB of the difference."""
+    return {
+        "storage_gb_month": storage,
+        "write_per_1000": write,
+        "read_per_1000": 0.0004,
+        "egress_per_gb": 0.09,
+        "min_duration": days * DAY,
+        "overhead": 40 * KIB,
+        "per_object_month": 8 * KIB / GIB * (0.023 - storage),
+        "restore": restore,
+    }
+
+
+# Published list prices (USD). S3: us-east-1, first 50 TB tier; egress: to the internet,
+# first 10 TB. GCS: regional us-east1 (and us-central1); egress: worldwide, first TiB.
+# ``restore``: (per 1,000 requests, per GiB) by the tier's `restore: {tier: ...}` speed.
+_30D = 30 * DAY
+_S3_IA = {"read_per_1000": 0.001, "retrieval_per_gb": 0.01, "min_size": 128 * KIB, "egress_per_gb": 0.09}
+DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("s3", "STANDARD"): {
+        **{"storage_gb_month": 0.023, "write_per_1000": 0.005, "read_per_1000": 0.0004},
+        "egress_per_gb": 0.09,
+    },
+    ("s3", "STANDARD_IA"): {
+        **_S3_IA,
+        "storage_gb_month": 0.0125,
+        "write_per_1000": 0.01,
+        "min_duration": _30D,
+    },
+    ("s3", "ONEZONE_IA"): {**_S3_IA, "storage_gb_month": 0.01, "write_per_1000": 0.01, "min_duration": _30D},
+    ("s3", "INTELLIGENT_TIERING"): {  # frequent-access rate: the automatic savings are not modelled
+        **{"storage_gb_month": 0.023, "write_per_1000": 0.005, "read_per_1000": 0.0004},
+        **{"per_object_month": 0.0025 / 1000, "egress_per_gb": 0.09},
+    },
+    ("s3", "GLACIER_IR"): {
+        **_S3_IA,
+        **{"storage_gb_month": 0.004, "write_per_1000": 0.02, "read_per_1000": 0.01},
+        **{"retrieval_per_gb": 0.03, "min_duration": 90 * DAY},
+    },
+    ("s3", "GLACIER"): _glacier(
+        0.0036, 0.03, {"Expedited": (10.0, 0.03), "Standard": (0.05, 0.01), "Bulk": (0.0, 0.0)}, 90
+    ),
+    ("s3", "DEEP_ARCHIVE"): _glacier(
+        0.00099, 0.05, {"Expedited": (0.10, 0.02), "Standard": (0.10, 0.02), "Bulk": (0.025, 0.0025)}, 180
+    ),
+    ("gcs", "STANDARD"): {
+        **{"storage_gb_month": 0.020, "write_per_1000": 0.005, "read_per_1000": 0.0004},
+        "egress_per_gb": 0.12,
+    },
+    ("gcs", "NEARLINE"): {
+        **{"storage_gb_month": 0.010, "write_per_1000": 0.01, "read_per_1000": 0.001},
+        **{"retrieval_per_gb": 0.01, "min_duration": 30 * DAY, "egress_per_gb": 0.12},
+    },
+    ("gcs", "COLDLINE"): {
+        **{"storage_gb_month": 0.004, "write_per_1000": 0.02, "read_per_1000": 0.01},
+        **{"retrieval_per_gb": 0.02, "min_duration": 90 * DAY, "egress_per_gb": 0.12},
+    },
+    ("gcs", "ARCHIVE"): {
+        **{"storage_gb_month": 0.0012, "write_per_1000": 0.05, "read_per_1000": 0.05},
+        **{"retrieval_per_gb": 0.05, "min_duration": 365 * DAY, "egress_per_gb": 0.12},
+    },
+}
+PROVIDERS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+_LABEL = {"s3": "S3", "gcs": "GCS"}
+
+
+def provider_of(tier: Tier) -> str | None:
+    """Whose default prices apply: the tier's ``cost: {provider: ...}``, else its URL's store;
+    None for local, HDFS and rclone remotes (free unless configured)."""
+    if tier.cost is not None and tier.cost.provider is not None:
+        return None if tier.cost.provider == "none" else tier.cost.provider
+    return PROVIDERS.get(scheme_of(tier.url))
+
+
+def model_for(tier: Tier) -> CostModel:
+    """The tier's defaults (by store, storage class and restore speed), then its overrides."""
+    provider = provider_of(tier)
+    storage_class = (tier.storage_class or "STANDARD").upper()
+    values: dict[str, Any] = {}
+    if provider is not None and (provider, storage_class) in DEFAULTS:
+        values = dict(DEFAULTS[(provider, storage_class)])
+        restore = values.pop("restore", None)
+        if restore:
+            values["restore_per_1000"], values["restore_per_gb"] = restore[tier.restore_speed]
+        values["source"] = f"default {_LABEL[provider]} {storage_class}"
+    overrides = {}
+    if tier.cost is not None:
+        overrides = {
+            f.name: getattr(tier.cost, f.name)
+            for f in fields(tier.cost)
+            if f.name != "provider" and getattr(tier.cost, f.name) is not None
+        }
+    if overrides:
+        values["source"] = f"{values['source']} + cost:" if values else "cost:"
+    return replace(CostModel(**values), **overrides)
+
+
+class Prices:
+    """The cost model of every tier of a config, resolved once."""
+
+    def __init__(self, config: Config) -> None:
+        self.models = {name: model_for(tier) for name, tier in config.tiers.items()}
+        # A class nobody priced (an unknown S3/GCS class, a class on an rclone remote): free
+        # here, which the reports say. Local and HDFS tiers without a class are free.
+        self.unknown = [
+            name
+            for name, tier in config.tiers.items()
+            if self.models[name].source == "none" and (tier.storage_class or provider_of(tier))
+        ]
+        self.stores = {name: _store(tier.url) for name, tier in config.tiers.items()}
+
+    def __getitem__(self, tier: str) -> CostModel:
+        return self.models.get(tier, FREE)
+
+    def unpriced(self) -> list[str]:
+        return list(self.unknown)
+
+    def same_store(self, a: str, b: str) -> bool:
+        return self.stores.get(a) == self.stores.get(b)
+
+
+def _store(url: str) -> tuple[str, str]:
+    scheme = scheme_of(url)
+    rest = url.split("://", 1)[1] if "://" in url else url
+    return PROVIDERS.get(scheme, scheme), rest.split("/", 1)[0]
+
+
+# -- monthly storage ----------------------------------------------------------------------
+@dataclass
+class StorageTally:
+    """Objects, bytes and monthly storage per (dataset, tier) of the placements it sees."""
+
+    prices: Prices
+    objects: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    bytes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    monthly: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, dataset: str, tier: str, size: int, sign: int = 1) -> None:
+        where = (dataset, tier)
+        self.objects[where] += sign
+        self.bytes[where] += sign * size
+        self.monthly[where] += sign * self.prices[tier].monthly(size)
+
+    def observe(self, objects: Iterable[ObjectSnapshot]) -> Iterator[ObjectSnapshot]:
+        """Pass ``objects`` through, counting every present placement on the way."""
+        models, objects_, bytes_, monthly = self.prices.models, self.objects, self.bytes, self.monthly
+        for obj in objects:
+            for p in obj.placements:
+                if p.state == "present":
+                    where = (p.dataset, p.tier)
+                    objects_[where] += 1
+                    bytes_[where] += p.size
+                    monthly[where] += models.get(p.tier, FREE).monthly(p.size)
+            yield obj
+
+    def per_tier(self) -> dict[str, float]:
+        totals: dict[str, float] = defaultdict(float)
+        for (_, tier), value in self.monthly.items():
+            totals[tier] += value
+        return dict(totals)
+
+
+# -- the guard ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Skipped:
+    """An action the guard left out, why, and the actions dropped with it."""
+
+    action: Action
+    reason: str
+    dropped: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.action
+        return {
+            "id": a.id,
+            "op": a.op,
+            "dataset": a.dataset,
+            "key": a.key,
+            "source": a.source,
+            "target": a.target,
+            "bytes": a.size,
+            "reason": self.reason,
+            "dropped": list(self.dropped),
+        }
+
+
+def needs_history(plan: Plan, prices: Prices, *, guard: bool) -> set[tuple[str, str]]:
+    """Objects whose placements the cost pass must see: those the guard checks (copies and
+    transitions into a guarded tier) and those with an early-deletion fee to price."""
+    wanted: set[tuple[str, str]] = set()
+    for a in plan.actions:
+        if guard and a.op in ("copy", "transition") and a.expect is None and prices[a.target].guarded:
+            wanted.add((a.dataset, a.key))
+        removes = a.op in ("delete", "transition") or (a.op == "copy" and a.expect is not None)
+        removed = a.source if a.op == "transition" and a.source else a.target
+        if removes and prices[removed].min_duration > 0:
+            wanted.add((a.dataset, a.key))
+    return wanted
+
+
+def costly(
+    action: Action, model: CostModel, config: Config, obj: ObjectSnapshot | None, now: float
+) -> str | None:
+    """Why writing ``action``'s object into its target class loses money, or None."""
+    if action.op not in ("copy", "transition") or action.expect is not None or not model.guarded:
+        return None
+    label = f"tier {action.target!r}" + (f" ({model.source})" if model.source != "none" else "")
+    if action.size < model.min_billable:
+        return (
+            f"{format_size(action.size)} is below the minimum billable size of {label},"
+            f" {format_size(model.min_billable)} per object"
+        )
+    change = leaves_early(action.target, model, config, obj, now) if obj is not None else None
+    if change is not None:
+        days = (change.at - now) / DAY
+        fate = "deleted" if change.delete else f"moved to [{', '.join(change.desired)}]"
+        return (
+            f"it would be {fate} in {days:.0f} days (policy {change.policy!r} rule {change.rule}),"
+            f" before the {model.min_duration / DAY:.0f}-day minimum storage duration of {label}"
+        )
+    return None
+
+
+def leaves_early(
+    tier: str, model: CostModel, config: Config, obj: ObjectSnapshot, now: float
+) -> NextChange | None:
+    """The first change of the policies, within ``tier``'s minimum duration, that deletes the
+    object or takes it off ``tier`` (found with explain.next_change), else None."""
+    if model.min_duration <= 0:
+        return None
+    present = tuple(p for p in obj.placements if p.state == "present" and p.tier in config.tiers)
+    if not present:
+        return None
+    tier_order = {name: i for i, name in enumerate(config.tiers)}
+    decision = decide(config, obj, current_version(present, tier_order), now)
+    if decision is None:
+        return None
+    facts = replace(decision.facts, tiers=frozenset(decision.desired))  # as the plan leaves it
+    horizon, at = now + model.min_duration, now
+    for _ in range(32):  # each step passes one threshold of a rule condition
+        change = next_change(config, obj.dataset, facts, at)
+        if change is None or change.at >= horizon:
+            return None
+        if change.policy is not None and (change.delete or tier not in change.desired):
+            return change
+        step = change.at - at + 1e-3  # just past the threshold, as explain samples it
+        facts, at = facts.later(step), at + step
+        if change.policy is not None:
+            facts = replace(facts, tiers=frozenset(change.desired))
+    return None
+
+
+def apply_guard(
+    plan: Plan, config: Config, prices: Prices, history: Mapping[tuple[str, str], ObjectSnapshot], now: float
+) -> list[Skipped]:
+    """Remove money-losing copies and transitions from ``plan``, with every action that
+    requires one (so a delete never runs without the copy it waits for), and the verifies of
+    an object left with no delete. Returns what was skipped."""
+    reasons: dict[int, str] = {}
+    for a in plan.actions:
+        reason = costly(a, prices[a.target], config, history.get((a.dataset, a.key)), now)
+        if reason is not None:
+            reasons[a.id] = reason
+    if not reasons:
+        return []
+    dependents: dict[int, list[int]] = defaultdict(list)
+    for a in plan.actions:
+        for required in a.requires:
+            dependents[required].append(a.id)
+    by_id = {a.id: a for a in plan.actions}
+    gone: set[int] = set(reasons)
+    skipped: list[Skipped] = []
+    for action_id, reason in reasons.items():
+        dropped: list[int] = []
+        stack = list(dependents[action_id])
+        while stack:
+            dependent = stack.pop()
+            if dependent in gone:
+                continue
+            gone.add(dependent)
+            dropped.append(dependent)
+            stack.extend(dependents[dependent])
+        skipped.append(Skipped(by_id[action_id], reason, tuple(sorted(dropped))))
+    touched = {(by_id[i].dataset, by_id[i].key) for i in gone}
+    still_deleting = {(a.dataset, a.key) for a in plan.actions if a.op == "delete" and a.id not in gone}
+    for a in plan.actions:
+        if a.op == "verify" and (a.dataset, a.key) in touched - still_deleting:
+            gone.add(a.id)
+    plan.actions = [a for a in plan.actions if a.id not in gone]
+    return skipped
+
+
+# -- a plan's cost ----------------------------------------------------------------------------
+def _age_in_class(obj: ObjectSnapshot | None, tier: str, now: float) -> float:
+    """How long the placement has been in its class (since first seen or last changed);
+    0 when unknown, which prices the whole minimum duration."""
+    placement: Placement | None = None
+    if obj is not None:
+        placement = next((p for p in obj.placements if p.tier == tier and p.state == "present"), None)
+    if placement is None:
+        return 0.0
+    since = max(placement.first_seen, placement.changed_at or 0.0)
+    return max(0.0, now - since)
+
+
+def action_cost(
+    a: Action, prices: Prices, history: Mapping[tuple[str, str], ObjectSnapshot], now: float
+) -> dict[str, float]:
+    """The one-time cost of one action, by kind (see ONE_TIME_KINDS)."""
+    cost: dict[str, float] = defaultdict(float)
+    target = prices[a.target]
+    gib = a.size / GIB
+    obj = history.get((a.dataset, a.key))
+
+    def read(tier: str) -> None:
+        model = prices[tier]
+        cost["requests"] += model.read_per_1000 / 1000
+        cost["retrieval"] += model.retrieval_per_gb * gib
+
+    if a.op == "copy" and a.source is not None:
+        read(a.source)
+        cost["requests"] += target.write_per_1000 / 1000
+        if not prices.same_store(a.source, a.target):
+            cost["egress"] += prices[a.source].egress_per_gb * gib
+        if a.expect is not None:
+            cost["early_deletion"] += target.early_deletion(a.expect.size, _age_in_class(obj, a.target, now))
+    elif a.op == "transition" and a.source is not None:
+        source = prices[a.source]
+        cost["requests"] += target.write_per_1000 / 1000
+        cost["retrieval"] += source.retrieval_per_gb * gib
+        cost["early_deletion"] += source.early_deletion(a.size, _age_in_class(obj, a.source, now))
+    elif a.op == "verify" and a.source is not None:
+        for tier in (a.source, a.target):
+            read(tier)
+            cost["egress"] += prices[tier].egress_per_gb * gib
+    elif a.op == "restore":
+        cost["restore"] += target.restore_per_1000 / 1000 + target.restore_per_gb * gib
+    elif a.op == "delete":
+        size = a.expect.size if a.expect is not None else a.size
+        cost["early_deletion"] += target.early_deletion(size, _age_in_class(obj, a.target, now))
+    return cost
+
+
+@dataclass
+class PlanCost:
+    """Monthly storage per tier before and after a plan, its one-time cost by kind, and what
+    the guard skipped. Stored in saved plans as plain data (:meth:`to_dict`)."""
+
+    before: dict[str, float]
+    after: dict[str, float]
+    one_time: dict[str, float]
+    skipped: list[Skipped] = field(default_factory=list)
+    unpriced: list[str] = field(default_factory=list)
+    guard: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        tiers = sorted(set(self.before) | set(self.after))
+        return {
+            "currency": "USD",
+            "monthly_before": round(sum(self.before.values()), 10),
+            "monthly_after": round(sum(self.after.values()), 10),
+            "tiers": {
+                t: {
+                    "monthly_before": round(self.before.get(t, 0.0), 10),
+                    "monthly_after": round(self.after.get(t, 0.0), 10),
+                }
+                for t in tiers
+            },
+            "one_time": {k: round(self.one_time.get(k, 0.0), 10) for k in ONE_TIME_KINDS}
+            | {"total": round(sum(self.one_time.values()), 10)},
+            "guard": self.guard,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "unpriced_tiers": self.unpriced,
+            "prices": PRICES_NOTE,
+        }
+
+
+def assess(
+    plan: Plan,
+    config: Config,
+    prices: Prices,
+    before: StorageTally,
+    history: Mapping[tuple[str, str], ObjectSnapshot],
+    now: float,
+    *,
+    guard: bool = True,
+) -> PlanCost:
+    """Run the guard over ``plan`` (unless not ``guard``), then price what is left."""
+    skipped = apply_guard(plan, config, prices, history, now) if guard else []
+    after = dict(before.per_tier())
+    one_time: dict[str, float] = defaultdict(float)
+
+    def change(tier: str, size: int, sign: int) -> None:
+        after[tier] = after.get(tier, 0.0) + sign * prices[tier].monthly(size)
+
+    for a in plan.actions:
+        for kind, value in action_cost(a, prices, history, now).items():
+            one_time[kind] += value
+        if a.op == "copy":
+            change(a.target, a.size, 1)
+            if a.expect is not None:
+                change(a.target, a.expect.size, -1)
+        elif a.op == "transition" and a.source is not None:
+            change(a.source, a.size, -1)
+            change(a.target, a.size, 1)
+        elif a.op == "delete":
+            change(a.target, a.expect.size if a.expect is not None else a.size, -1)
+    return PlanCost(before.per_tier(), after, dict(one_time), skipped, prices.unpriced(), guard)
+
+
+def format_usd(value: float) -> str:
+    """$1,234.56 from a dollar up; below, two significant digits ($0.0012, $0.0000061)."""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    if value < 1e-10:
+        return "$0"
+    if value >= 0.995:
+        return f"{sign}${value:,.2f}"
+    digits = min(10, max(2, 1 - math.floor(math.log10(value))))
+    whole, _, fraction = f"{value:.{digits}f}".partition(".")
+    return f"{sign}${whole}.{fraction.rstrip('0').ljust(2, '0')}"
