@@ -7,7 +7,7 @@ What runs where:
   back (:func:`tierctl.executor.execute` does the recording; this module never touches the
   index).
 - A worker runs a batch's units one after another with the same code as the local executor
-  (:class:`tierctl.executor._Unit`): live preconditions, verified copies, and the safe-delete
+  (:class:`tierctl.unit.Unit`): live preconditions, verified copies, and the safe-delete
   checks. Every action of a unit runs on the cluster, deletes included: a move's delete
   must follow its copy in one place, and its checks (every kept tier holds the content)
   are made against the stores, which look the same from any machine.
@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import tierctl
 from tierctl.errors import TierctlError
-from tierctl.executor import ActionResult, ApplyOptions, Events, UnitRunner, _Unit
+from tierctl.executor import ActionResult, ApplyOptions, Events, UnitRunner
 from tierctl.index.steps import Proof
 from tierctl.movers.base import Mover
 from tierctl.movers.registry import TierTarget, open_mover
 from tierctl.movers.retry import Backoff, RetryingMover
 from tierctl.plan import Action
+from tierctl.unit import Unit
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -156,7 +157,7 @@ def run_batch(
             out.append(_failed(unit, f"{where}: {exc}{hint}"))
             continue
         try:
-            worker = _Unit(unit, movers, setup.digest, _no_progress, setup.unit_retry, None, proofs=proofs)
+            worker = Unit(unit, movers, setup.digest, _no_progress, setup.unit_retry, None, proofs=proofs)
             out.append(worker.run())
         except Exception as exc:  # a bug: record it against this unit, log the traceback there
             log.exception("tierctl unit for %s failed on %s", unit[0].key, where)
