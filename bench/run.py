@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run tierctl with the environment as is (here: PYTHONDONTWRITEBYTECODE, no .pyc files)",
     )
     p.add_argument("--scan-1m", action="store_true", help="also scan a 1M-file tree (adds a few minutes)")
+    p.add_argument(
+        "--plan-10m", action="store_true", help="also plan over a 10M-placement index (~1.5 GB on disk)"
+    )
     args = p.parse_args(argv)
     unknown = [n for n in args.only.split(",") if n and n not in names]
     if unknown:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(
             work=work, repeats=repeats, jobs=args.jobs, quick=args.quick, timeout=timeout,
             log=lambda line: print(line, flush=True), s3_baseline=args.s3_baseline, scan_1m=args.scan_1m,
-            bytecode_cache=not args.no_bytecode_cache,
+            plan_10m=args.plan_10m, bytecode_cache=not args.no_bytecode_cache,
         )  # fmt: skip
         ctx.warm_up()
         for case in selected:

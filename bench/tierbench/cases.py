@@ -35,6 +35,7 @@ class Context:
     log: Callable[[str], None]
     s3_baseline: bool = False  # time rclone's side of the S3 cases even without an s3 mover
     scan_1m: bool = False  # add a scan of a 1M-file tree to the growth table
+    plan_10m: bool = False  # add a plan over a 10M-placement index to the growth table
     mtime: float = field(default_factory=data.default_mtime)  # every file's mtime
     # Python bytecode caching for tierctl's processes: pip compiles .pyc files at install, but
     # this environment sets PYTHONDONTWRITEBYTECODE and the venv has none, which adds ~0.1 s
@@ -283,6 +284,8 @@ def noop_local(ctx: Context, out: list[Row]) -> None:
 @case("index-scale", "4. tierctl plan over 10k / 100k / 1M placements (synthesized index)")
 def index_scale(ctx: Context, out: list[Row]) -> None:
     sizes = [10_000, 100_000] if ctx.quick else [10_000, 100_000, 1_000_000]
+    if ctx.plan_10m:
+        sizes.append(10_000_000)
     for size in sizes:
         goals = [Goal("seconds", 2.0), Goal("rss_mib", 1024.0)] if size == 1_000_000 else []
         row = Row("index-scale", f"plan, {data.human_count(size)} placements", goals=goals)

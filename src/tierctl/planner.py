@@ -14,8 +14,9 @@ the plan is the difference, ordered so the safety invariants hold by constructio
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tierctl.errors import DeleteLimitExceeded
 from tierctl.model import ObjectSnapshot, Placement
@@ -54,9 +55,30 @@ class DeleteTally:
             )
 
 
-def make_plan(config: Config, objects: Iterable[ObjectSnapshot], now: float, *, force: bool = False) -> Plan:
+class SettledObjects(Protocol):
+    """Objects left out of ``objects`` because they are known to need no action (the index's
+    SQL pre-filter, ``policies/sqlfilter.py``): how many, and how many each policy decided.
+    Read once ``objects`` is exhausted, so a stream may fill it as it goes."""
+
+    @property
+    def objects(self) -> int: ...
+
+    @property
+    def decided(self) -> Mapping[str, int]: ...
+
+
+def make_plan(
+    config: Config,
+    objects: Iterable[ObjectSnapshot],
+    now: float,
+    *,
+    force: bool = False,
+    settled: SettledObjects | None = None,
+) -> Plan:
     """Plan every object in ``objects`` (streamed; memory grows only with the actions).
 
+    ``settled`` counts objects left out of ``objects`` as needing no action: they count as
+    considered, and as decided by their policy for ``max_delete`` percentages.
     Refuses (:class:`DeleteLimitExceeded`) a plan that expires more objects than a
     policy's ``max_delete``, unless ``force``."""
     plan = Plan(created_at=now, config_path=config.path, config_fingerprint=config.fingerprint())
@@ -66,6 +88,9 @@ def make_plan(config: Config, objects: Iterable[ObjectSnapshot], now: float, *, 
     for obj in objects:
         plan.objects_considered += 1
         plan.actions.extend(plan_object(config, obj, now, ids, tier_order, tally))
+    if settled is not None:
+        plan.objects_considered += settled.objects
+        tally.decided.update(settled.decided)
     if not force:
         tally.check(config)
     return plan
@@ -79,6 +104,8 @@ def plan_object(
     tier_order: dict[str, int],
     tally: DeleteTally | None = None,
 ) -> Iterator[Action]:
+    # The read cache's placements are not the policies' (see CacheSettings), but for a delete rule.
+    obj, cached = config.cache.split(obj) if config.cache is not None else (obj, ())
     present = tuple(p for p in obj.placements if p.state == "present" and p.tier in config.tiers)
     if not present:
         return
@@ -90,7 +117,7 @@ def plan_object(
         tally.decided[decision.policy.name] += 1
         tally.expired[decision.policy.name] += decision.delete
     if decision.delete:
-        yield from _deletes_for_rule(obj, present, version, decision, ids)
+        yield from _deletes_for_rule(obj, present + cached, version, decision, ids)
         return
     yield from _placements_for(config, obj, present, version, decision, ids, tier_order)
 
@@ -150,6 +177,8 @@ def _placements_for(
         for t in sorted(by_tier, key=tier_order.__getitem__)
         if t not in desired and t not in transitions.values()
     ]
+    if not copies and not transitions and not undesired:
+        return  # already as desired (verifications are only for copies about to be deleted)
     # Read from a placement that is about to go if there is one: it is the copy the move is
     # for, and it leaves desired tiers free to serve readers. Never from an archived one.
     readable = sorted(
