@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import time
@@ -10,12 +11,13 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from tierctl import cost
 from tierctl.errors import ConfigError, PlanFileError, UnknownName
 from tierctl.executor import ApplyOptions, ApplyReport, Events, execute
 from tierctl.index import Index, journal
 from tierctl.index import lock as index_lock
 from tierctl.index.db import TierUsage
-from tierctl.model import Placement, ScanReport
+from tierctl.model import Entry, Placement, ScanReport
 from tierctl.movers.base import Mover
 from tierctl.movers.registry import TierTarget, open_mover
 from tierctl.movers.retry import Backoff, RetryingMover
@@ -23,8 +25,12 @@ from tierctl.plan import Plan
 from tierctl.planner import make_plan
 from tierctl.policies.loader import load_config
 from tierctl.policies.model import Config
+from tierctl.policies.operations import EXECUTOR_HINT, executor_address
+from tierctl.policies.sqlfilter import Prefilter, TierTotal
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from tierctl.explain import Explanation
     from tierctl.simulate import Simulation
 
@@ -50,13 +56,18 @@ def movers_for(config: Config, tiers: set[str] | list[str] | None = None) -> Ite
     opened: dict[str, Mover] = {}
     try:
         for name in names:
-            tier = config.tiers[name]
-            mover = open_mover(TierTarget(name, tier.url, tier.mover, tier.options))
-            opened[name] = RetryingMover(mover, retry_backoff(config))
+            opened[name] = open_tier_mover(config, name)
         yield opened
     finally:
         for mover in opened.values():
             mover.close()
+
+
+def open_tier_mover(config: Config, name: str) -> Mover:
+    """The mover of tier ``name``, retrying as ``retries:`` says; the caller closes it."""
+    tier = config.tiers[name]
+    mover = open_mover(TierTarget(name, tier.url, tier.mover, tier.options))
+    return RetryingMover(mover, retry_backoff(config))
 
 
 def retry_backoff(config: Config) -> Backoff:
@@ -90,17 +101,32 @@ def _datasets(config: Config, names: list[str] | None) -> list[str]:
 
 # -- scan ---------------------------------------------------------------------------------
 def scan(
-    config: Config, datasets: list[str] | None = None, *, allow_empty: bool = False, now: float | None = None
+    config: Config,
+    datasets: list[str] | None = None,
+    *,
+    allow_empty: bool = False,
+    now: float | None = None,
+    refresh_metadata: bool = False,
 ) -> list[ScanReport]:
-    """List every tier under each dataset's prefix and merge what is there into the index."""
+    """List every tier under each dataset's prefix and merge what is there into the index.
+
+    Tags and user metadata are read only for datasets whose policies test ``tag.KEY`` /
+    ``meta.KEY``, and (on S3) only for new or changed objects; ``refresh_metadata`` reads
+    them for every object (S3 keeps an object's version when only its tags change)."""
+    from tierctl.policies.evaluate import metadata_wanted
+
     now = time.time() if now is None else now
     reports: list[ScanReport] = []
     with open_index(config) as index, movers_for(config) as movers:
         for name in _datasets(config, datasets):
             prefix = config.datasets[name].prefix
+            wanted = metadata_wanted(config, name)
             for tier, mover in movers.items():
+                mover.want_metadata = wanted
                 group = config.store_group(tier)
                 known = functools.partial(index.known_entry, name, group)
+                if refresh_metadata and wanted:
+                    known = functools.partial(_without_metadata, known)
                 entries = mover.list(prefix, known=known)
                 if len(group) > 1:
                     entries = (e for e in entries if config.tier_for_class(group, e.storage_class) == tier)
@@ -112,18 +138,59 @@ def scan(
     return reports
 
 
+def _without_metadata(known: Callable[[str], Entry | None], key: str) -> Entry | None:
+    entry = known(key)
+    return None if entry is None else replace(entry, tags=None, metadata=None)
+
+
 # -- plan and apply -------------------------------------------------------------------------
 def plan(
-    config: Config, datasets: list[str] | None = None, *, now: float | None = None, force: bool = False
+    config: Config,
+    datasets: list[str] | None = None,
+    *,
+    now: float | None = None,
+    force: bool = False,
+    allow_costly: bool = False,
 ) -> Plan:
-    """Plan as of ``now`` (default: the clock); ``force`` lifts the policies' max_delete."""
+    """Plan as of ``now`` (default: the clock); ``force`` lifts the policies' max_delete.
+    The cost guard then drops copies and transitions that lose money (and the actions that
+    wait for them) unless ``allow_costly``; ``plan.cost`` says what it costs (docs/cost.md)."""
     now = time.time() if now is None else now
     names = _datasets(config, datasets)
+    prices = cost.Prices(config)
+    before = cost.StorageTally(prices)
     with open_index(config) as index:
-        made = make_plan(config, (obj for name in names for obj in index.objects(name)), now, force=force)
+        # Objects the index finds settled (SQL) never reach the planner; their placements
+        # still count in the storage before the plan.
+        prefilter = Prefilter(index, config, now, {tier: prices[tier].min_size for tier in config.tiers})
+        objects = (obj for name in names for obj in prefilter.unsettled(name))
+        made = make_plan(config, before.observe(objects), now, force=force, settled=prefilter.settled)
+        _count_storage(before, prefilter.settled_totals())
+        history = {
+            (dataset, key): obj
+            for dataset, key in sorted(cost.needs_history(made, prices, guard=not allow_costly))
+            for obj in index.objects(dataset, key)
+            if obj.key == key
+        }
+    assessed = cost.assess(made, config, prices, before, history, now, guard=not allow_costly)
+    made.cost = assessed.to_dict()
     made.index_path = os.path.abspath(config.index_path)
     made.written_at = time.time()
     return made
+
+
+def _count_storage(before: cost.StorageTally, totals: list[TierTotal]) -> None:
+    """Add settled placements, a tier at a time, to ``before``. A placement's monthly cost
+    is affine in its size counted as at least the tier's ``min_size`` (``billable``), so
+    ``n`` placements of ``B`` billable bytes cost what ``n - r`` of ``q`` and ``r`` of
+    ``q + 1`` bytes do (``q, r = divmod(B, n)``)."""
+    for total in totals:
+        where = (total.dataset, total.tier)
+        model = before.prices[total.tier]
+        q, r = divmod(total.billable, total.objects)
+        before.objects[where] += total.objects
+        before.bytes[where] += total.bytes
+        before.monthly[where] += (total.objects - r) * model.monthly(q) + r * model.monthly(q + 1)
 
 
 # A saved plan describes the stores as they were; past this age it is refused (the live
@@ -166,8 +233,12 @@ def apply(
     options: ApplyOptions | None = None,
     events: Events | None = None,
     wait: float = 0.0,
+    executor: str | Client | None = None,
 ) -> ApplyReport:
-    """Apply under the index's apply lock (waiting up to ``wait`` s for another apply)."""
+    """Apply under the index's apply lock (waiting up to ``wait`` s for another apply).
+    ``executor`` says where units run: ``local`` (threads here), a Dask scheduler address
+    (``dask://HOST:8786``, ``tcp://``, ``tls://``) or a connected ``distributed.Client``;
+    default: the policy file's ``executor:``."""
     options = options or ApplyOptions(digest=config.digest_algorithm)
     if options.retry is None:
         options = replace(options, retry=retry_backoff(config))
@@ -176,9 +247,46 @@ def apply(
     unknown = tiers - set(config.tiers)
     if unknown:
         raise PlanFileError(f"the plan names tiers the policy file does not: {', '.join(sorted(unknown))}")
-    with lock_index(config, wait=wait), open_index(config) as index, movers_for(config, tiers) as movers:
+    where = resolve_executor(config.executor if executor is None else executor)
+    if where == "local" or plan_.empty:
+        with lock_index(config, wait=wait), open_index(config) as index:
+            journal.close_abandoned_runs(index)
+            # Tiers where interrupted runs left partial uploads are opened too: execute aborts them.
+            tiers |= journal.partial_upload_tiers(index) & set(config.tiers)
+            with movers_for(config, tiers) as movers:
+                return execute(plan_, movers, index, options, events)
+    from tierctl.executor_dask import dask_runner
+
+    targets = {n: TierTarget(n, t.url, t.mover, t.options) for n, t in config.tiers.items() if n in tiers}
+    with (
+        dask_runner(where, targets, mover_retry=retry_backoff(config)) as runner,
+        lock_index(config, wait=wait),
+        open_index(config) as index,
+    ):
         journal.close_abandoned_runs(index)
-        return execute(plan_, movers, index, options, events)
+        # Units run on the cluster; this process opens only the tiers where interrupted runs
+        # left partial uploads, for execute to abort them.
+        with movers_for(config, journal.partial_upload_tiers(index) & set(config.tiers)) as cleanup:
+            return execute(plan_, cleanup, index, options, events, runner=runner)
+
+
+def run_steps(
+    config: Config, run_id: int, *, key_prefix: str = "", everything: bool = False
+) -> list[journal.ActionSteps]:
+    """The actions of run ``run_id`` that got past "planned" (all with ``everything``), each
+    with its steps from the journal, oldest first."""
+    with open_index(config, create=False) as index:
+        return journal.run_steps(index, run_id, key_prefix=key_prefix, everything=everything)
+
+
+def resolve_executor(executor: str | Client) -> str | Client:
+    """``local``, a normalized Dask scheduler address, or the given Client."""
+    if not isinstance(executor, str):
+        return executor
+    try:
+        return executor_address(executor)
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint=EXECUTOR_HINT) from None
 
 
 # -- where / ls / du --------------------------------------------------------------------------
@@ -215,6 +323,16 @@ def where(config: Config, query: str) -> WhereResult:
 def du(config: Config) -> list[TierUsage]:
     with open_index(config, create=False) as index:
         return index.usage()
+
+
+def du_cost(config: Config) -> cost.StorageTally:
+    """Objects, bytes and monthly storage cost per dataset and tier, each tier priced by its
+    cost model (every placement is read: minimum sizes and overheads are per object)."""
+    tally = cost.StorageTally(cost.Prices(config))
+    with open_index(config, create=False) as index:
+        datasets = sorted({u.dataset for u in index.usage()})
+        collections.deque(tally.observe(obj for d in datasets for obj in index.objects(d)), maxlen=0)
+    return tally
 
 
 def ls(

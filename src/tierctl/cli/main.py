@@ -134,11 +134,13 @@ def demo(
     console.print(f"\nTry: tierctl -c {config_path} where <key>   |   tierctl -c {config_path} ls logs/")
 
 
-def _scan(g: Globals, datasets: list[str], *, allow_empty: bool, as_json: bool) -> int:
+def _scan(
+    g: Globals, datasets: list[str], *, allow_empty: bool, as_json: bool, refresh_metadata: bool = False
+) -> int:
     from tierctl.cli import render
 
     config = g.load()
-    reports = api.scan(config, datasets or None, allow_empty=allow_empty)
+    reports = api.scan(config, datasets or None, allow_empty=allow_empty, refresh_metadata=refresh_metadata)
     errors = [e for r in reports for e in r.errors]
     if as_json:
         _print_json(render.scan_json(reports))
@@ -158,9 +160,18 @@ def scan(
         False, "--allow-empty", help="Accept a tier that lists empty where the index knows objects."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    refresh_metadata: bool = typer.Option(
+        False,
+        "--refresh-metadata",
+        help="Read tags and user metadata again for every object of datasets whose policies test"
+        " tag.KEY / meta.KEY (by default only new or changed objects: S3 keeps an object's"
+        " version when only its tags change). One request or two per S3 object.",
+    ),
 ) -> int:
     """List every tier under each dataset's prefix and record placements in the index."""
-    return _scan(ctx.obj, datasets or [], allow_empty=allow_empty, as_json=as_json)
+    return _scan(
+        ctx.obj, datasets or [], allow_empty=allow_empty, as_json=as_json, refresh_metadata=refresh_metadata
+    )
 
 
 @app.command()
@@ -182,8 +193,16 @@ def plan(
         None, "--as-of", metavar="DATE", help="Plan as if now were DATE (2026-11-28, or +30d)."
     ),
     force: bool = typer.Option(False, "--force", help="Plan even past a policy's max_delete."),
+    allow_costly: bool = typer.Option(
+        False,
+        "--allow-costly",
+        help="Keep copies and transitions that lose money (objects under a class's minimum billable"
+        " size, or moved again before its minimum storage duration), which are otherwise skipped"
+        " and listed.",
+    ),
 ) -> int:
-    """Show every action that would bring the tiers to what the policies declare, with its reason."""
+    """Show every action that would bring the tiers to what the policies declare, with its reason,
+    the monthly storage cost before and after, and the plan's one-time cost (docs/cost.md)."""
     from tierctl.cli import render
     from tierctl.simulate import parse_instant
 
@@ -191,7 +210,7 @@ def plan(
     if refresh:
         api.scan(config, datasets or None)
     now = parse_instant(as_of, time.time()) if as_of else None
-    result = api.plan(config, datasets or None, now=now, force=force)
+    result = api.plan(config, datasets or None, now=now, force=force, allow_costly=allow_costly)
     if out:
         result.save(out)
     if as_json:
@@ -206,19 +225,26 @@ def plan(
 
 
 def _run_apply(
-    config: Any, plan_: Any, *, jobs: int, as_json: bool, plan_file: str | None, wait: float = 0.0
+    config: Any,
+    plan_: Any,
+    *,
+    jobs: int,
+    as_json: bool,
+    plan_file: str | None,
+    wait: float = 0.0,
+    executor: str | None = None,
 ) -> int:
     from tierctl.cli import render
     from tierctl.executor import ApplyOptions
 
     options = ApplyOptions(jobs=jobs, digest=config.digest_algorithm, plan_file=plan_file)
     if as_json or plan_.empty:
-        report = api.apply(config, plan_, options=options, wait=wait)
+        report = api.apply(config, plan_, options=options, wait=wait, executor=executor)
     else:
         from tierctl.cli.progress import ProgressBar
 
         with ProgressBar(_console(stderr=True)) as bar:
-            report = api.apply(config, plan_, options=options, events=bar, wait=wait)
+            report = api.apply(config, plan_, options=options, events=bar, wait=wait, executor=executor)
     if as_json:
         _print_json(render.apply_json(report))
     else:
@@ -239,6 +265,12 @@ def apply(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (implies no progress bar)."),
     refresh: bool = typer.Option(False, "--refresh", help="Scan the tiers before planning."),
     force: bool = typer.Option(False, "--force", help="Apply even past a policy's max_delete."),
+    allow_costly: bool = typer.Option(
+        False,
+        "--allow-costly",
+        help="When planning here (no PLAN_FILE), keep copies and transitions that lose money, which"
+        " are otherwise skipped and listed.",
+    ),
     wait: float = typer.Option(
         0.0,
         "--wait",
@@ -246,17 +278,28 @@ def apply(
         metavar="SECONDS",
         help="If another apply or the daemon holds the index, wait this long instead of refusing.",
     ),
+    executor: str | None = typer.Option(
+        None,
+        "--executor",
+        metavar="WHERE",
+        help="Where the copies run: 'local' (threads in this process) or a Dask cluster,"
+        " dask://SCHEDULER:8786 (also tcp://, tls://), which runs them on its workers' threads"
+        " (--jobs then does not apply) while this process keeps the index (docs/dask.md)."
+        " Default: the policy file's executor: key, else local.",
+    ),
 ) -> int:
     """Apply a saved plan exactly, or plan now, show it and ask before applying."""
     from tierctl.cli import render
 
+    if executor is not None:
+        api.resolve_executor(executor)  # a typo fails before anything is planned
     config = ctx.obj.load()
     if plan_file:
         the_plan = api.load_plan(config, plan_file)
     else:
         if refresh:
             api.scan(config)
-        the_plan = api.plan(config, force=force)
+        the_plan = api.plan(config, force=force, allow_costly=allow_costly)
         if the_plan.empty:
             if as_json:
                 _print_json(
@@ -283,7 +326,9 @@ def apply(
             if not typer.confirm("Apply this plan?", default=False):
                 print("nothing applied")
                 return EXIT_ERROR
-    return _run_apply(config, the_plan, jobs=jobs, as_json=as_json, plan_file=plan_file, wait=wait)
+    return _run_apply(
+        config, the_plan, jobs=jobs, as_json=as_json, plan_file=plan_file, wait=wait, executor=executor
+    )
 
 
 @app.command()
@@ -331,11 +376,24 @@ def ls(
 def du(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    with_cost: bool = typer.Option(
+        False,
+        "--cost",
+        help="Also the monthly storage cost (USD) per dataset and tier, from each tier's cost model:"
+        " default list prices for S3 and GCS classes, `cost:` in the policy file (docs/cost.md).",
+    ),
 ) -> None:
-    """Objects and bytes per dataset and tier."""
+    """Objects and bytes per dataset and tier; with --cost, what storing them costs a month."""
     from tierctl.cli import render
 
     config = ctx.obj.load()
+    if with_cost:
+        tally = api.du_cost(config)
+        if as_json:
+            _print_json(render.usage_cost_json(tally))
+        else:
+            render.print_usage_cost(_console(), tally)
+        return
     usage = api.du(config)
     if as_json:
         _print_json(render.usage_json(usage))

@@ -14,7 +14,7 @@ import abc
 import builtins
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tierctl.errors import MoverError, UnsafeKey
@@ -35,6 +35,12 @@ class Capabilities:
     reading it back (S3: ``md5`` for single-part uploads; GCS: ``md5``, ``crc32c``), so a
     copy can be verified without a second read.
     ``atomic_write``: a reader never sees a half-written object under its final key.
+    ``attributes``: POSIX attributes the store holds natively, in rclone's metadata keys
+    (:mod:`.attributes`: ``mode``, ``uid``, ``gid``, plus ``owner``/``group`` names):
+    ``write(metadata=...)`` and ``set_attributes`` apply them, ``attributes`` and
+    ``list_attributes`` report them. ``user_metadata``: ``write`` records the metadata
+    keys the store does not hold natively as the object's user metadata (S3
+    ``x-amz-meta-*``, GCS custom metadata), and ``attributes`` reads them back.
     """
 
     server_side_copy: bool = False
@@ -43,6 +49,15 @@ class Capabilities:
     max_connections: int = 16
     native_digests: tuple[str, ...] = ()
     atomic_write: bool = True
+    attributes: tuple[str, ...] = ()
+    user_metadata: bool = False
+    # ``ranged_reads``: :meth:`Mover.read_range` asks the store for just that range; without
+    # it the default reads from byte 0 and skips, so a reader that seeks should stream.
+    ranged_reads: bool = False
+    # ``read_metadata``: what ``list``/``stat`` report when ``Mover.want_metadata`` asks:
+    # "tags" (object tags), "metadata" (user metadata). A store that has no tags reports an
+    # empty mapping (its objects have none); what is not declared stays None (unknown).
+    read_metadata: tuple[str, ...] = ()
 
 
 class Unsupported(MoverError):
@@ -84,6 +99,10 @@ class Mover(abc.ABC):
 
     url: str
     capabilities: Capabilities = Capabilities()
+    # Set by the caller before ``list``/``stat``: "tags" and/or "metadata" to have entries
+    # carry them (where ``capabilities.read_metadata``). Off by default: reading them may
+    # cost a request per object.
+    want_metadata: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
@@ -94,7 +113,8 @@ class Mover(abc.ABC):
         Every entry carries the content mtime, the same value :meth:`stat` reports. A store
         whose listing lacks it (S3 keeps it in user metadata, which ListObjects omits) takes
         it from ``known`` when the listing proves the object unchanged since (same size and
-        ``etag`` version token), and asks the store only for the others."""
+        ``etag`` version token), and asks the store only for the others; so are tags and
+        metadata that ``want_metadata`` asks for and the listing lacks."""
 
     @abc.abstractmethod
     def stat(self, key: str) -> Entry:
@@ -103,6 +123,29 @@ class Mover(abc.ABC):
     @abc.abstractmethod
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """The object's bytes, streamed; memory stays bounded by ``chunk_size``."""
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` (inclusive) to ``end`` (exclusive) of the object; fewer when it is
+        shorter. This default streams :meth:`read_chunks` from byte 0 and skips to ``start``
+        (correct, as slow as reading the prefix); movers whose store serves ranges override
+        it and set ``capabilities.ranged_reads``."""
+        if end <= start:
+            return b""
+        out = bytearray()
+        position = 0
+        chunks = self.read_chunks(key)
+        try:
+            for chunk in chunks:
+                if position + len(chunk) > start:
+                    out += chunk[max(0, start - position) : end - position]
+                position += len(chunk)
+                if position >= end:
+                    break
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return bytes(out)
 
     @abc.abstractmethod
     def write(
@@ -114,11 +157,19 @@ class Mover(abc.ABC):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         """Store ``chunks`` under ``key`` (replacing any object there) with the content
         mtime ``mtime``, atomically where ``capabilities.atomic_write``. With ``durable``
         the bytes are on stable storage when this returns (the caller may then delete
-        the source). Returns the stored entry, with any native checksum."""
+        the source). Returns the stored entry, with any native checksum.
+
+        ``metadata``: attributes named in ``capabilities.attributes`` are applied before
+        the object appears under ``key``; the mode always, an owner or group only where
+        the store lets this writer set it (a refused or unknown owner leaves the writer's,
+        as ``cp -p`` does: callers that must know compare :meth:`attributes` afterwards).
+        The other keys are recorded as user metadata where ``capabilities.user_metadata``,
+        else ignored. The content mtime is ``mtime``, never a ``metadata`` key."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -143,6 +194,21 @@ class Mover(abc.ABC):
         the object is readable ("restored"). Asking again while restoring is not an error."""
         raise Unsupported(f"{self.url}: cannot restore archived objects")
 
+    def attributes(self, key: str) -> dict[str, str]:
+        """The object's POSIX attributes (see ``Capabilities.attributes``), or those its user
+        metadata records; empty where the store keeps neither."""
+        return {}
+
+    def list_attributes(self, prefix: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+        """``(key, attributes())`` for every object :meth:`list` yields, in its order, from
+        listings (no request per object). Only where ``capabilities.attributes``."""
+        raise Unsupported(f"{self.url}: no attributes in listings")
+
+    def set_attributes(self, key: str, attributes: Mapping[str, str]) -> None:
+        """Apply ``attributes`` to the object in place, as ``write(metadata=...)`` would;
+        content and content mtime stay. Only where ``capabilities.attributes``."""
+        raise Unsupported(f"{self.url}: cannot set attributes")
+
     def skipped_keys(self) -> list[str]:
         """Names the last ``list`` passed over because they are unsafe or not regular files."""
         return []
@@ -164,6 +230,14 @@ class MoverWrapper(Mover):
         self.url = inner.url
         self.capabilities = inner.capabilities
 
+    @property  # type: ignore[override]
+    def want_metadata(self) -> frozenset[str]:
+        return self.inner.want_metadata
+
+    @want_metadata.setter
+    def want_metadata(self, kinds: frozenset[str]) -> None:
+        self.inner.want_metadata = kinds
+
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
         return self.inner.list(prefix, known=known)
 
@@ -172,6 +246,9 @@ class MoverWrapper(Mover):
 
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         return self.inner.read_chunks(key, chunk_size)
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        return self.inner.read_range(key, start, end)
 
     def write(
         self,
@@ -182,9 +259,16 @@ class MoverWrapper(Mover):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         return self.inner.write(
-            key, chunks, size=size, mtime=mtime, durable=durable, storage_class=storage_class
+            key,
+            chunks,
+            size=size,
+            mtime=mtime,
+            durable=durable,
+            storage_class=storage_class,
+            metadata=metadata,
         )
 
     def delete(self, key: str) -> None:
@@ -200,6 +284,15 @@ class MoverWrapper(Mover):
 
     def restore(self, key: str, *, days: int, tier: str) -> None:
         self.inner.restore(key, days=days, tier=tier)
+
+    def attributes(self, key: str) -> dict[str, str]:
+        return self.inner.attributes(key)
+
+    def list_attributes(self, prefix: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+        return self.inner.list_attributes(prefix)
+
+    def set_attributes(self, key: str, attributes: Mapping[str, str]) -> None:
+        self.inner.set_attributes(key, attributes)
 
     def skipped_keys(self) -> builtins.list[str]:
         return self.inner.skipped_keys()

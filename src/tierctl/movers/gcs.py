@@ -8,6 +8,10 @@ Content mtime: user metadata ``mtime`` in rclone's RFC 3339 form (plus gsutil's
 ``goog-reserved-file-mtime``), see :mod:`.objmeta`. GCS listings include user metadata,
 so ``list`` reports the same mtime as ``stat`` with no request per object.
 
+User metadata: the object's custom ``metadata`` but the content-mtime keys, reported when
+``want_metadata`` asks (listings carry it: no request per object). GCS has no object
+tags: an empty mapping.
+
 Verification: GCS reports ``md5Hash`` (not for composite objects) and ``crc32c`` in
 base64; entries carry them as ``crc32c:<hex>`` (preferred: cheap to compute) or
 ``md5:<hex>``. Uploads also send the crc32c the mover computed on the stream, so the store
@@ -25,12 +29,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
+from tierctl.movers.attributes import only_attributes
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
 from tierctl.movers.objmeta import (
     GSUTIL_MTIME_KEY,
@@ -74,6 +79,9 @@ class GCSMover(Mover):
             max_connections=self.options.max_connections,
             native_digests=("crc32c",),
             atomic_write=True,
+            user_metadata=True,
+            ranged_reads=True,
+            read_metadata=("tags", "metadata"),
         )
         self._skipped: list[str] = []
         self._fs = self._make_filesystem()
@@ -125,6 +133,7 @@ class GCSMover(Mover):
             checksum = f"crc32c:{hex_of_base64(resource['crc32c'])}"
         elif resource.get("md5Hash"):
             checksum = f"md5:{hex_of_base64(resource['md5Hash'])}"
+        want = self.want_metadata
         return Entry(
             key=key,
             size=int(resource["size"]),
@@ -132,6 +141,8 @@ class GCSMover(Mover):
             checksum=checksum,
             storage_class=resource.get("storageClass") or "STANDARD",
             etag=str(resource.get("generation")),
+            tags={} if "tags" in want else None,
+            metadata=_user_metadata(resource.get("metadata")) if "metadata" in want else None,
         )
 
     def _resource(self, key: str) -> dict[str, Any]:
@@ -198,6 +209,23 @@ class GCSMover(Mover):
             for offset in range(0, len(view), chunk_size):
                 yield bytes(view[offset : offset + chunk_size])
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        what = self._what(key)
+        try:
+            _headers, data = self._fs.call(
+                "GET",
+                "b/{}/o/{}",
+                self.bucket,
+                self._full(key),
+                alt="media",
+                headers={"Range": f"bytes={start}-{end - 1}"},
+            )
+        except Exception as exc:
+            raise _mover_error(exc, what) from None
+        return bytes(data)
+
     def write(
         self,
         key: str,
@@ -207,12 +235,17 @@ class GCSMover(Mover):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         full = self._full(key)
         what = self._what(key)
         resource: dict[str, Any] = {
             "name": full,
-            "metadata": {MTIME_KEY: format_rfc3339_mtime(mtime), GSUTIL_MTIME_KEY: str(int(mtime))},
+            "metadata": {
+                **{k: str(v) for k, v in (metadata or {}).items()},
+                MTIME_KEY: format_rfc3339_mtime(mtime),
+                GSUTIL_MTIME_KEY: str(int(mtime)),
+            },
         }
         if storage_class:
             resource["storageClass"] = _check_class(storage_class)
@@ -357,8 +390,17 @@ class GCSMover(Mover):
             return current
         return self._rewrite(key, self, key, storage_class)
 
+    def attributes(self, key: str) -> dict[str, str]:
+        """The attributes recorded in the object's custom metadata (``mode``, ``owner``, ...)."""
+        return only_attributes(self._resource(key).get("metadata"))
+
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
+
+
+def _user_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Custom metadata without the keys that hold the content mtime (that is ``age``)."""
+    return {k: str(v) for k, v in (metadata or {}).items() if k not in (MTIME_KEY, GSUTIL_MTIME_KEY)}
 
 
 def _check_class(storage_class: str) -> str:

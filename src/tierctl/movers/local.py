@@ -1,4 +1,11 @@
-"""Local folders (``file://``): os.scandir listings, temp-name + rename writes."""
+"""Local folders (``file://``): os.scandir listings, temp-name + rename writes.
+
+User metadata of a local file is its ``user.*`` extended attributes (``setfattr -n
+user.team -v ml FILE`` is ``meta.team == "ml"``), read only when ``want_metadata`` asks:
+they travel with the file (``cp -a``, ``rsync -X``, ``tar --xattrs``), need no second file
+a rename could leave behind, and cost one ``listxattr`` per file. A file system without
+user xattrs reports no metadata. Local files have no tags: an empty mapping.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,17 @@ import errno
 import os
 import secrets
 import stat as stat_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
+from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, check_key
 
 TEMP_PREFIX = ".tierctl-tmp-"
+XATTR_PREFIX = "user."
+_HAS_XATTRS = hasattr(os, "listxattr")
 
 
 def _temp_prefix() -> str:
@@ -62,7 +72,13 @@ class LocalMover(Mover):
     parent folder resolves outside the tier root.
     """
 
-    capabilities = Capabilities(max_connections=32, atomic_write=True)
+    capabilities = Capabilities(
+        max_connections=32,
+        atomic_write=True,
+        attributes=posix.ATTRIBUTE_KEYS,
+        ranged_reads=True,
+        read_metadata=("tags", "metadata") if _HAS_XATTRS else ("tags",),
+    )
 
     def __init__(self, url: str, **options: object) -> None:
         self.url = url
@@ -88,6 +104,7 @@ class LocalMover(Mover):
         stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [
             iter(self._sorted_entries(start, rel_base, name_prefix))
         ]
+        want = self.want_metadata
         while stack:
             item = next(stack[-1], None)
             if item is None:
@@ -109,7 +126,23 @@ class LocalMover(Mover):
             except UnsafeKey:
                 self._skipped.append(rel)
                 continue
-            yield Entry(key=rel, size=st.st_size, mtime=st.st_mtime_ns / 1e9, atime=st.st_atime_ns / 1e9)
+            if not want:
+                yield Entry(key=rel, size=st.st_size, mtime=st.st_mtime_ns / 1e9, atime=st.st_atime_ns / 1e9)
+                continue
+            try:
+                metadata = user_xattrs(entry.path) if "metadata" in want and _HAS_XATTRS else None
+            except FileNotFoundError:
+                continue  # vanished since the stat
+            except OSError as exc:
+                raise _os_error(exc, f"reading extended attributes of {entry.path}") from exc
+            yield Entry(
+                key=rel,
+                size=st.st_size,
+                mtime=st.st_mtime_ns / 1e9,
+                atime=st.st_atime_ns / 1e9,
+                tags={} if "tags" in want else None,
+                metadata=metadata,
+            )
 
     def _sorted_entries(
         self, path: str, rel_base: str, name_prefix: str
@@ -142,7 +175,20 @@ class LocalMover(Mover):
             raise _os_error(exc, f"{self.url}/{key}") from exc
         if not stat_module.S_ISREG(st.st_mode):
             raise ObjectNotFound(f"{self.url}/{key}: not a regular file")
-        return Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+        want = self.want_metadata
+        if not want:
+            return Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
+        try:
+            metadata = user_xattrs(path) if "metadata" in want and _HAS_XATTRS else None
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        return Entry(
+            key=key,
+            size=st.st_size,
+            mtime=st.st_mtime_ns / 1e9,
+            tags={} if "tags" in want else None,
+            metadata=metadata,
+        )
 
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         path = self._path(key)
@@ -154,6 +200,21 @@ class LocalMover(Mover):
             while chunk := f.read(chunk_size):
                 yield chunk
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        try:
+            return os.pread(fd, end - start, start)
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        finally:
+            os.close(fd)
+
     def write(
         self,
         key: str,
@@ -163,10 +224,12 @@ class LocalMover(Mover):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         path = self._path(key)
         parent = os.path.dirname(path)
         what = f"{self.url}/{key}"
+        wanted = posix.only_attributes(metadata)
         try:
             fd, tmp = self._temp_file(parent)
         except OSError as exc:
@@ -178,6 +241,8 @@ class LocalMover(Mover):
                 f.flush()
                 mtime_ns = round(mtime * 1e9)
                 os.utime(f.fileno(), ns=(mtime_ns, mtime_ns))
+                if wanted:
+                    posix.apply_to_fd(f.fileno(), wanted)
                 if durable:
                     os.fsync(f.fileno())
                 st = os.fstat(f.fileno())
@@ -228,6 +293,59 @@ class LocalMover(Mover):
 
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
+
+    # -- attributes (mode, uid/gid, owner/group names) ------------------------------------
+    def attributes(self, key: str) -> dict[str, str]:
+        try:
+            st = os.stat(self._path(key), follow_symlinks=False)
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        return posix.from_stat(st)
+
+    def list_attributes(self, prefix: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+        for entry in self.list(prefix):
+            try:
+                st = os.stat(self._path(entry.key), follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since listed
+            yield entry.key, posix.from_stat(st)
+
+    def set_attributes(self, key: str, attributes: Mapping[str, str]) -> None:
+        what = f"{self.url}/{key}"
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise _os_error(exc, what) from exc
+        try:
+            posix.apply_to_fd(fd, posix.only_attributes(attributes))
+        except OSError as exc:
+            raise _os_error(exc, what) from exc
+        finally:
+            os.close(fd)
+
+
+def user_xattrs(path: str) -> dict[str, str]:
+    """The ``user.*`` extended attributes of ``path`` (not followed if a symlink), named
+    without the prefix, values as UTF-8 (undecodable bytes replaced); empty where the file
+    system keeps none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}
+        raise
+    found: dict[str, str] = {}
+    for name in names:
+        if not name.startswith(XATTR_PREFIX):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                continue  # removed since listed
+            raise
+        found[name[len(XATTR_PREFIX) :]] = value.decode("utf-8", "replace")
+    return found
 
 
 def _fsync_dir(path: str) -> None:

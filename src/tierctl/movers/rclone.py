@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from tierctl.errors import (
     UnsafeKey,
 )
 from tierctl.model import Entry
+from tierctl.movers.attributes import only_attributes
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
 from tierctl.movers.objmeta import (
     format_float_mtime,
@@ -53,6 +54,21 @@ REMOTE = "TIERCTL"
 # rclone exit codes (docs: "Exit Code"): 3 directory not found, 4 file not found,
 # 5 temporary error (retry may help), 7 fatal, 8 transfer limit exceeded.
 EXIT_DIR_NOT_FOUND, EXIT_FILE_NOT_FOUND, EXIT_TEMPORARY = 3, 4, 5
+
+
+# rclone's S3 system metadata (`rclone help backend s3`, "Metadata"): the rest of an
+# object's Metadata is its x-amz-meta-* user metadata.
+S3_SYSTEM_METADATA = frozenset(
+    {
+        *("btime", "cache-control", "content-disposition", "content-encoding", "content-language"),
+        *("content-type", "mtime", "tier", "object-lock-legal-hold-status", "object-lock-mode"),
+        "object-lock-retain-until-date",
+    }
+)
+
+
+def _user_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    return {k: str(v) for k, v in metadata.items() if k not in S3_SYSTEM_METADATA}
 
 
 def rclone_binary() -> str:
@@ -97,6 +113,11 @@ class RcloneMover(Mover):
             max_connections=self.options.max_connections,
             native_digests=("md5",),
             atomic_write=True,
+            # rclone reads S3 user metadata back (lsjson --metadata); its GCS backend has none.
+            user_metadata=self.kind == "s3",
+            # Listings report S3 user metadata (the HEAD per object is made anyway), not S3
+            # tags; GCS has no tags, and rclone's GCS backend reads no metadata.
+            read_metadata=("metadata",) if self.kind == "s3" else ("tags",),
         )
 
     def __repr__(self) -> str:
@@ -189,12 +210,15 @@ class RcloneMover(Mover):
     def _entry(self, key: str, item: dict[str, Any]) -> Entry:
         md5 = (item.get("Hashes") or {}).get("md5")
         metadata = item.get("Metadata") or {}
+        want = self.want_metadata
         return Entry(
             key=key,
             size=int(item["Size"]),
             mtime=parse_mtime(item.get("ModTime")) or 0.0,
             checksum=f"md5:{md5}" if md5 else None,
             storage_class=item.get("Tier") or metadata.get("tier"),
+            tags={} if "tags" in want and self.kind == "gcs" else None,
+            metadata=_user_metadata(metadata) if "metadata" in want and self.kind == "s3" else None,
         )
 
     # -- required core --------------------------------------------------------------------
@@ -266,13 +290,16 @@ class RcloneMover(Mover):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         what = self._what(key)
-        if self.kind == "s3":
-            header = f"X-Amz-Meta-Mtime: {format_float_mtime(mtime)}"
-        else:
-            header = f"X-Goog-Meta-Mtime: {format_rfc3339_mtime(mtime)}"
-        args = ["rcat", "--size", str(size), "--header-upload", header]
+        prefix = "X-Amz-Meta-" if self.kind == "s3" else "X-Goog-Meta-"
+        stamp = format_float_mtime(mtime) if self.kind == "s3" else format_rfc3339_mtime(mtime)
+        args = ["rcat", "--size", str(size), "--header-upload", f"{prefix}Mtime: {stamp}"]
+        # User metadata as upload headers, the way the mtime goes.
+        for name, value in sorted((metadata or {}).items() if self.capabilities.user_metadata else ()):
+            if name.lower() != "mtime":
+                args += ["--header-upload", f"{prefix}{_header_token(name)}: {_header_token(value)}"]
         if storage_class:
             args += [f"--{'s3' if self.kind == 's3' else 'gcs'}-storage-class", storage_class]
         proc = subprocess.Popen(
@@ -358,8 +385,26 @@ class RcloneMover(Mover):
         if code != 0:
             raise self._error(f"copying {source}", code, "".join(errors))
 
+    def attributes(self, key: str) -> dict[str, str]:
+        """The attributes recorded in the object's user metadata (``lsjson --metadata``)."""
+        listed = self._run(self._what(key), "lsjson", "--stat", "--metadata", self._path(key))
+        item = json.loads(listed or "{}")
+        if not item or item.get("IsDir"):
+            raise ObjectNotFound(f"{self._what(key)}: not found")
+        return only_attributes(item.get("Metadata"))
+
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
+
+
+def _header_token(text: str) -> str:
+    """A metadata name or value as one header line can carry it: printable ASCII only."""
+    if not text.isascii() or not text.isprintable():
+        raise MoverError(
+            f"metadata {text!r} cannot travel as an HTTP header",
+            hint="the rclone mover records printable ASCII metadata only",
+        )
+    return text
 
 
 __all__ = ["RcloneMover", "rclone_binary"]

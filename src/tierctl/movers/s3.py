@@ -15,6 +15,15 @@ Content mtime
     ``stat`` always agree: the first scan of a foreign bucket costs one HEAD per object
     (as rclone), every later scan costs HEADs only for new or changed objects.
 
+Tags and user metadata
+    Read only when ``want_metadata`` asks (a policy tests ``tag.KEY`` / ``meta.KEY``):
+    user metadata (``x-amz-meta-*`` but ``mtime``; names are lower case) from the HEAD
+    that new or changed objects get anyway, tags with one GetObjectTagging each. Unchanged
+    objects reuse what ``known`` holds, like their mtime, so a no-op re-scan sends neither.
+    S3 keeps LastModified and the ETag when only tags change (PutObjectTagging), so such a
+    change is seen once the object changes, or by a scan that does not offer ``known``
+    tags (``api.scan(refresh_metadata=True)``).
+
 Verification
     Objects up to ``part_size`` go up in one PUT (ETag = MD5); larger ones in exactly
     ``part_size`` parts, so the ETag is computable on the stream: the internal digest
@@ -32,13 +41,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from tierctl.errors import MoverError, ObjectArchived, ObjectChanged, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
+from tierctl.movers.attributes import only_attributes
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
 from tierctl.movers.objmeta import MTIME_KEY, format_float_mtime, mtime_from_metadata, split_bucket_url
 from tierctl.movers.options import StoreOptions
@@ -63,6 +75,12 @@ STORAGE_CLASSES = frozenset(
     }
 )
 RESTORE_TIERS = ("Expedited", "Standard", "Bulk")
+# Called on the writing thread with (key, upload id) as soon as ``write`` has started a
+# multipart upload, before any part is sent: the executor journals the id, so a run killed
+# mid-upload can have exactly its own upload aborted later (``abort_upload``).
+UPLOAD_STARTED: contextvars.ContextVar[Callable[[str, str], None] | None] = contextvars.ContextVar(
+    "tierctl_s3_upload_started", default=None
+)
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 # botocore/aiohttp failures of the connection itself (dropped mid-request or mid-answer):
 # retryable like a reset, though not all of them are OSErrors.
@@ -119,6 +137,9 @@ class S3Mover(Mover):
             max_connections=self.options.max_connections,
             native_digests=(f"s3etag-{self.part_size}",),
             atomic_write=True,
+            user_metadata=True,
+            ranged_reads=True,
+            read_metadata=("tags", "metadata"),
         )
         self._skipped: list[str] = []
         self._fs = self._make_filesystem()
@@ -197,10 +218,22 @@ class S3Mover(Mover):
             storage_class=storage_class,
             etag=version_token(etag, last_modified),
             restore_state=restore_state(storage_class, head.get("Restore")),
+            metadata=_user_metadata(head.get("Metadata")) if "metadata" in self.want_metadata else None,
         )
 
     async def _head(self, key: str) -> dict[str, Any]:
         return await self._call("head_object", self._what(key), Key=self._full(key))
+
+    async def _tags(self, key: str) -> dict[str, str]:
+        answer = await self._call("get_object_tagging", self._what(key), Key=self._full(key))
+        return {tag["Key"]: tag["Value"] for tag in answer.get("TagSet") or ()}
+
+    async def _stat(self, key: str) -> Entry:
+        """HEAD, and GetObjectTagging at the same time when tags are wanted."""
+        if "tags" not in self.want_metadata:
+            return self._entry(key, await self._head(key))
+        head, tags = await asyncio.gather(self._head(key), self._tags(key))
+        return replace(self._entry(key, head), tags=tags)
 
     # -- required core --------------------------------------------------------------------
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
@@ -229,18 +262,24 @@ class S3Mover(Mover):
                 continue
             listed.append((key, item))
         slots = asyncio.Semaphore(self.capabilities.max_connections)
+        want_tags, want_meta = "tags" in self.want_metadata, "metadata" in self.want_metadata
 
         async def resolve(key: str, item: dict[str, Any]) -> Entry | None:
             etag = item["ETag"].strip('"')
             token = version_token(etag, item["LastModified"])
             previous = known(key) if known is not None else None
             storage_class = item.get("StorageClass") or "STANDARD"
-            if previous is not None and previous.etag == token and previous.size == int(item["Size"]):
+            unchanged = previous is not None and previous.etag == token and previous.size == int(item["Size"])
+            # What the index knows of an unchanged object stands; only the rest is asked for.
+            need_head = not unchanged or (want_meta and previous is not None and previous.metadata is None)
+            need_tags = want_tags and (not unchanged or previous is None or previous.tags is None)
+            if not need_head:
+                assert previous is not None
                 status = item.get("RestoreStatus")
                 state = None
                 if storage_class in ARCHIVE_CLASSES and status is not None:
                     state = "restoring" if status.get("IsRestoreInProgress") else "restored"
-                return Entry(
+                entry = Entry(
                     key=key,
                     size=int(item["Size"]),
                     mtime=previous.mtime,
@@ -248,10 +287,20 @@ class S3Mover(Mover):
                     storage_class=storage_class,
                     etag=token,
                     restore_state=state,
+                    tags=previous.tags if want_tags else None,
+                    metadata=previous.metadata if want_meta else None,
                 )
+                if not need_tags:
+                    return entry
             async with slots:
                 try:
-                    return self._entry(key, await self._head(key))
+                    if need_head and need_tags:
+                        head, tags = await asyncio.gather(self._head(key), self._tags(key))
+                        return replace(self._entry(key, head), tags=tags)
+                    if need_head:
+                        entry = self._entry(key, await self._head(key))
+                        return replace(entry, tags=previous.tags) if want_tags and previous else entry
+                    return replace(entry, tags=await self._tags(key))
                 except ObjectNotFound:
                     return None  # deleted since the listing
 
@@ -259,7 +308,8 @@ class S3Mover(Mover):
         return [e for e in entries if e is not None]
 
     def stat(self, key: str) -> Entry:
-        return self._entry(key, self._run(self._head(key)))
+        result: Entry = self._run(self._stat(key))
+        return result
 
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         what = self._what(key)
@@ -279,6 +329,26 @@ class S3Mover(Mover):
         finally:
             body.close()
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        what = self._what(key)
+
+        async def get() -> bytes:
+            response = await self._call(
+                "get_object", what, Key=self._full(key), Range=f"bytes={start}-{end - 1}"
+            )
+            try:
+                data: bytes = await response["Body"].read()
+            except Exception as exc:
+                raise _mover_error(exc, what) from None
+            finally:
+                response["Body"].close()
+            return data
+
+        result: bytes = self._run(get())
+        return result
+
     def write(
         self,
         key: str,
@@ -288,10 +358,12 @@ class S3Mover(Mover):
         mtime: float,
         durable: bool = False,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Entry:
         full = self._full(key)
         what = self._what(key)
-        extra: dict[str, Any] = {"Metadata": {MTIME_KEY: format_float_mtime(mtime)}}
+        user = {k.lower(): str(v) for k, v in (metadata or {}).items()}
+        extra: dict[str, Any] = {"Metadata": {**user, MTIME_KEY: format_float_mtime(mtime)}}
         if storage_class:
             extra["StorageClass"] = _check_class(storage_class)
         part_size = part_size_for(size, self.part_size)
@@ -307,6 +379,9 @@ class S3Mover(Mover):
                         self._abort_abandoned_uploads(full)
                         created = self._run(self._call("create_multipart_upload", what, Key=full, **extra))
                         upload_id = created["UploadId"]
+                        listener = UPLOAD_STARTED.get()
+                        if listener is not None:
+                            listener(key, upload_id)
                     parts.append(self._upload_part(full, what, upload_id, len(parts) + 1, buffer[:part_size]))
                     del buffer[:part_size]
             if upload_id is None:
@@ -358,6 +433,16 @@ class S3Mover(Mover):
         # On failure, a lifecycle rule for incomplete uploads cleans up what this could not.
         with contextlib.suppress(MoverError):
             self._run(self._call("abort_multipart_upload", full, Key=full, UploadId=upload_id))
+
+    def abort_upload(self, key: str, upload_id: str) -> bool:
+        """Abort one incomplete multipart upload of ``key`` (one this mover's ``write``
+        started, per ``UPLOAD_STARTED``); False if the store no longer has it."""
+        full = self._full(key)
+        try:
+            self._run(self._call("abort_multipart_upload", self._what(key), Key=full, UploadId=upload_id))
+        except ObjectNotFound:
+            return False  # NoSuchUpload: completed or aborted already
+        return True
 
     def delete(self, key: str) -> None:
         # DeleteObject succeeds on absent keys; the contract reports them.
@@ -483,6 +568,10 @@ class S3Mover(Mover):
                 return
             raise
 
+    def attributes(self, key: str) -> dict[str, str]:
+        """The attributes recorded as ``x-amz-meta-mode`` / ``-uid`` / ``-gid`` / ``-owner`` / ``-group``."""
+        return only_attributes(self._run(self._head(key)).get("Metadata"))
+
     def skipped_keys(self) -> list[str]:
         return list(self._skipped)
 
@@ -492,9 +581,12 @@ def _entry_from_head(mover: S3Mover, key: str, head: dict[str, Any]) -> Entry:
 
 
 def _with_checksum(entry: Entry, checksum: str) -> Entry:
-    from dataclasses import replace
-
     return replace(entry, checksum=checksum)
+
+
+def _user_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    """``x-amz-meta-*`` without the key that holds the content mtime (that is ``age``)."""
+    return {k: v for k, v in (metadata or {}).items() if k.lower() != MTIME_KEY}
 
 
 def _check_class(storage_class: str) -> str:

@@ -18,8 +18,8 @@ import yaml
 from tierctl.errors import ConfigError, ConfigErrors, ExpressionError, Location
 from tierctl.movers.digest import ALGORITHMS
 from tierctl.policies import analysis, expr
-from tierctl.policies.model import Config, Copies, Dataset, DeleteLimit, Policy, Rule, Tier
-from tierctl.policies.units import parse_duration
+from tierctl.policies.model import Config, Copies, Dataset, DeleteLimit, Policy, Rule, Tier, TierCost
+from tierctl.policies.units import parse_duration, parse_size
 
 Path = tuple[str | int, ...]
 MAX_CONFIG_BYTES = 4 << 20
@@ -27,9 +27,15 @@ MAX_YAML_NODES = 1_000_000  # YAML aliases can expand a small file into a huge d
 
 TOP_KEYS = (
     *("version", "index", "digest", "tiers", "datasets", "classes", "policies"),
-    *("daemon", "retries", "alerts", "metrics"),
+    *("daemon", "retries", "alerts", "metrics", "cache", "executor"),
 )
-TIER_KEYS = ("url", "storage_class", "mover", "options", "restore", "description")
+TIER_KEYS = ("url", "storage_class", "mover", "options", "restore", "cost", "description")
+COST_MONEY_KEYS = (
+    *("storage_gb_month", "write_per_1000", "read_per_1000", "retrieval_per_gb"),
+    *("restore_per_1000", "restore_per_gb", "egress_per_gb", "per_object_month"),
+)
+COST_KEYS = ("provider", *COST_MONEY_KEYS, "min_duration", "min_size", "overhead")
+COST_PROVIDERS = ("s3", "gcs", "none")
 RESTORE_KEYS = ("days", "tier")
 RESTORE_SPEEDS = ("Expedited", "Standard", "Bulk")
 DATASET_KEYS = ("prefix", "home", "description")
@@ -221,6 +227,10 @@ class _Validator:
         policies = self.policies(top.get("policies"), tiers, datasets, classes)
         index = self.index_path(top.get("index"))
         operations = self.operations(top)
+        if top.get("cache") is not None:
+            from tierctl.policies import cache
+
+            operations["cache"] = cache.parse(self, top["cache"], tiers, policies)
         config = Config(self.path, tiers, datasets, policies, index, digest, classes)
         if self.lint and not self.problems:
             self.analyse(config)
@@ -284,9 +294,10 @@ class _Validator:
                 options = {}
             mover = spec.get("mover", "auto")
             days, speed = self.restore_settings(spec.get("restore"), (*where, "restore"), name)
+            cost = self.cost_settings(spec.get("cost"), (*where, "cost"), name)
             if url:
                 tiers[name] = Tier(
-                    name, self.resolve_url(url), storage_class, str(mover), options, days, speed
+                    name, self.resolve_url(url), storage_class, str(mover), options, days, speed, cost
                 )
         self.check_tier_overlap(tiers)
         return tiers
@@ -310,6 +321,42 @@ class _Validator:
             )
             speed = "Standard"
         return days, speed
+
+    def cost_settings(self, value: Any, where: Path, tier: str) -> TierCost | None:
+        """``cost: {storage_gb_month: 0.004, min_duration: 90d, ...}``: figures that override
+        the default prices of the tier's store and class (docs/cost.md)."""
+        if value is None:
+            return None
+        spec = self.mapping(value, where, COST_KEYS, f"tier {tier!r}: cost")
+        found: dict[str, Any] = {}
+        for key, raw in spec.items():
+            at: Path = (*where, key)
+            if key == "provider":
+                if raw in COST_PROVIDERS:
+                    found[key] = raw
+                else:
+                    hint = f"use one of: {', '.join(COST_PROVIDERS)}"
+                    self.problem(at, f"unknown cost provider {raw!r}", hint)
+            elif key in COST_MONEY_KEYS:
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < float("inf"):
+                    self.problem(
+                        at,
+                        f"cost {key} must be an amount of US dollars (0 or more), got {raw!r}",
+                        f"a plain number without a currency sign, e.g. {key}: 0.004",
+                    )
+                else:
+                    found[key] = float(raw)
+            elif key in ("min_duration", "min_size", "overhead"):
+                duration = key == "min_duration"
+                parse = parse_duration if duration else parse_size
+                example = "90d" if duration else "128KiB"
+                try:
+                    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+                        raise ValueError(f"{key} must be a {'duration' if duration else 'size'}")
+                    found[key] = parse(str(raw)) if raw != 0 else 0
+                except ValueError as exc:
+                    self.problem(at, str(exc), f"e.g. {key}: {example}")
+        return TierCost(**found)
 
     def resolve_url(self, url: str) -> str:
         if "://" in url:

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tierctl.model import ObjectSnapshot, Placement
 from tierctl.policies.expr import Node
+
+
+@dataclass(frozen=True)
+class TierCost:
+    """A tier's ``cost:`` mapping (docs/cost.md): ``provider`` (s3, gcs, none) picks whose
+    default prices apply; every other field set overrides that default. USD per GiB-month,
+    per 1,000 requests or per GiB; durations in seconds; sizes in bytes."""
+
+    provider: str | None = None
+    storage_gb_month: float | None = None
+    write_per_1000: float | None = None
+    read_per_1000: float | None = None
+    retrieval_per_gb: float | None = None
+    restore_per_1000: float | None = None
+    restore_per_gb: float | None = None
+    egress_per_gb: float | None = None
+    per_object_month: float | None = None
+    min_duration: float | None = None
+    min_size: int | None = None
+    overhead: int | None = None
 
 
 @dataclass(frozen=True)
@@ -19,6 +40,7 @@ class Tier:
     options: dict[str, Any] = field(default_factory=dict)
     restore_days: int = 7  # how long a restored copy of an archived object stays readable
     restore_speed: str = "Standard"  # the store's retrieval tier: Expedited | Standard | Bulk
+    cost: TierCost | None = None  # None: the defaults for the tier's store and class
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,37 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """``cache:``: objects that ``tier://`` reads from a ``sources`` tier are copied to the
+    local tier ``tier`` (at most ``max_size`` bytes; the least recently read are evicted).
+
+    The cache tier's placements belong to the cache: policies neither count them as copies
+    nor place or delete them, except that a ``delete`` rule removes the object from the
+    cache too."""
+
+    tier: str
+    max_size: int
+    sources: tuple[str, ...]
+
+    def split(self, obj: ObjectSnapshot) -> tuple[ObjectSnapshot, tuple[Placement, ...]]:
+        """``obj`` without its cache placements, and its present cache placements. A read of
+        the cached copy is a read of the object: its time moves to the placements holding
+        the same content, so ``last_access`` sees it."""
+        cached = tuple(p for p in obj.placements if p.tier == self.tier)
+        if not cached:
+            return obj, ()
+        read = max((p.atime for p in cached if p.atime is not None), default=None)
+        kept: list[Placement] = []
+        for p in obj.placements:
+            if p.tier == self.tier:
+                continue
+            if read is not None and (p.atime or 0.0) < read and any(p.same_content(c) for c in cached):
+                p = replace(p, atime=read)
+            kept.append(p)
+        return replace(obj, placements=tuple(kept)), tuple(p for p in cached if p.state == "present")
+
+
+@dataclass(frozen=True)
 class Config:
     path: str  # the policy file, absolute
     tiers: dict[str, Tier]
@@ -134,6 +187,10 @@ class Config:
     retries: RetrySettings = field(default_factory=RetrySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    cache: CacheSettings | None = None
+    # Where apply runs its units: "local" (threads here) or a Dask scheduler address
+    # ("tcp://HOST:PORT", "tls://HOST:PORT"; the file may say dask://HOST:PORT).
+    executor: str = "local"
 
     def store_group(self, tier: str) -> tuple[str, ...]:
         """The tiers that share ``tier``'s URL (one store, different storage classes), in
@@ -175,4 +232,9 @@ class Config:
             ],
             "digest": self.digest_algorithm,
         }
+        if self.cache is not None:  # its placements are out of the policies' reach
+            doc["cache"] = self.cache.tier
+        costs = {n: repr(t.cost) for n, t in sorted(self.tiers.items()) if t.cost is not None}
+        if costs:  # the cost guard decides which actions a plan keeps
+            doc["cost"] = costs
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
