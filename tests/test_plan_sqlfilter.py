@@ -33,7 +33,8 @@ from tierctl.policies.evaluate import current_version, facts_for, relative_key
 from tierctl.policies.expr import Facts, Select, UnknownFact
 from tierctl.policies.loader import parse_config
 from tierctl.policies.model import Config
-from tierctl.policies.sqlfilter import Prefilter, _Compiler, _glob_udf, tier_bits
+from tierctl.policies.sqlfilter import Prefilter, _Compiler, tier_bits
+from tierctl.policies.sqlglob import glob_udf
 
 from .conftest import DAY, NOW
 
@@ -390,7 +391,7 @@ def test_compiled_conditions_agree_with_python(
 def _check_conditions(config: Config, index: Index, nodes: list[expr.Node], now: float) -> int:
     """Compile ``nodes`` and every policy's selection; check them against Python on every
     object whose facts the SQL calls exact. Returns how many objects were exact."""
-    index.conn.create_function("tierctl_glob", 2, _glob_udf, deterministic=True)
+    index.conn.create_function("tierctl_glob", 2, glob_udf, deterministic=True)
     checked = 0
     for dataset in config.datasets:
         compiler = _Compiler(config, dataset, now, tier_bits(config))

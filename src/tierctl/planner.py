@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from tierctl.errors import DeleteLimitExceeded
 from tierctl.model import ObjectSnapshot, Placement
@@ -184,7 +184,7 @@ def _placements_for(
     readable = sorted(
         (t for t in current if current[t].readable), key=lambda t: (t in desired, tier_order[t])
     )
-    common = {
+    common: dict[str, Any] = {  # the fields every action of this object shares
         "dataset": obj.dataset,
         "key": obj.key,
         "size": version.size,
@@ -203,13 +203,13 @@ def _placements_for(
             # Only archived copies hold the current version: ask for a readable one and
             # plan the rest once it is there (a later run).
             archived = min(current, key=tier_order.__getitem__)
-            tier = config.tiers[archived]
+            archive = config.tiers[archived]
             yield Action(
                 id=ids.take(),
                 op="restore",
                 target=archived,
-                restore_days=tier.restore_days,
-                restore_speed=tier.restore_speed,
+                restore_days=archive.restore_days,
+                restore_speed=archive.restore_speed,
                 **common,
             )
             return

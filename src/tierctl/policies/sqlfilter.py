@@ -17,9 +17,7 @@ Exactness rules (a test plans random indexes both ways and compares action for a
   meaning "evaluates so without raising". ``tag.KEY`` / ``meta.KEY`` tests (which raise
   when an object's tags are unknown) and anything else not translated are neither, so an
   object that reaches such a rule goes to Python; a rule after it is never guessed.
-- Globs compile to ``GLOB`` plus a count of ``/`` (our ``*`` stays in one segment), to
-  suffix or prefix comparisons, or to :func:`tierctl.policies.globs.matches` called from
-  SQL when nothing exact is simpler.
+- Globs compile exactly (:mod:`tierctl.policies.sqlglob`).
 
 Settled objects are counted (``Settled``): the plan's ``objects_considered`` and each
 policy's decided objects (for ``max_delete`` percentages) include them.
@@ -28,7 +26,6 @@ policy's decided objects (for ``max_delete`` percentages) include them.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from tierctl.index.db import _PLACEMENT_COLUMNS, _placement
 from tierctl.model import MTIME_WINDOW, ObjectSnapshot
 from tierctl.policies.expr import And, ClassRef, Compare, Const, Match, Node, Not, OnTier, Or, Select
-from tierctl.policies.globs import glob_to_regex, matches
 from tierctl.policies.model import Config, Policy, Rule
+from tierctl.policies.sqlglob import GLOB_FUNCTION, glob_sql, glob_udf, last_segment, name_glob_sql
 
 if TYPE_CHECKING:
     from tierctl.index.db import Index
@@ -48,8 +45,6 @@ FOREIGN = 1 << MAX_TIERS  # added for a placement on an undeclared or cache tier
 MAX_COPIES_SETS = 256  # tier sets a `copies` rule may settle on before it is left to Python
 _UNSETTLED = -1
 _JOIN_COLUMNS = ", ".join(f"p.{c.strip()}" for c in _PLACEMENT_COLUMNS.split(","))
-_GLOB_SPECIAL = re.compile(r"[*?\[]")
-_CLASS_BODY = re.compile(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*")
 
 
 @dataclass
@@ -112,7 +107,7 @@ class Prefilter:
         index.conn.create_function(
             "tierctl_settle", 3, _settler(self._groups, [m for _, m in self.min_sizes])
         )
-        index.conn.create_function("tierctl_glob", 2, _glob_udf, deterministic=True)
+        index.conn.create_function(GLOB_FUNCTION, 2, glob_udf, deterministic=True)
 
     def unsettled(self, dataset: str) -> Iterator[ObjectSnapshot]:
         """The objects of ``dataset`` the planner must see, as :meth:`Index.objects` gives
@@ -194,10 +189,6 @@ def _settler(groups: dict[tuple[int, int], list[int]], minimums: list[int]) -> C
         return 0
 
     return settle_billable
-
-
-def _glob_udf(value: str, pattern: str) -> int:
-    return 1 if matches(value, pattern) else 0
 
 
 class _Compiler:
@@ -381,12 +372,10 @@ class _Compiler:
         if node.op in ("==", "!="):
             op = "=" if node.op == "==" else "<>"
             return _Cond.of(f"{value} {op} {self.param(node.value)}")
-        suffix = node.value[1:]
-        if node.field == "name" and node.value.startswith("*") and not _GLOB_SPECIAL.search(suffix):
-            # *.log: the key ends so (the suffix holds no '/'), without cutting out the name
-            found: str | None = "0" if "/" in suffix else self.ends_with(self.path(), suffix)
+        if node.field == "name":
+            found = name_glob_sql(self.path(), node.value, self.param)
         else:
-            found = self.glob(value, node.value, one_segment=node.field == "name")
+            found = glob_sql(value, node.value, self.param)
         if found is None:
             return _UNKNOWN
         return _Cond.of(found if node.op == "~" else f"NOT ({found})")
@@ -410,7 +399,7 @@ class _Compiler:
         if name == "path":
             return self.path()
         if name == "name":
-            return _last_segment(self.path())
+            return last_segment(self.path())
         if name == "storage_class":
             return self.storage_class()
         return None  # tag.KEY, meta.KEY, or a field this module does not know
@@ -436,8 +425,8 @@ class _Compiler:
     def selection(self, include: tuple[str, ...], exclude: tuple[str, ...]) -> _Cond:
         """:func:`globs.selected` over the object's path."""
         path = self.path()
-        included = [self.glob(path, g) for g in include]
-        excluded = [self.glob(path, g) for g in exclude]
+        included = [glob_sql(path, g, self.param) for g in include]
+        excluded = [glob_sql(path, g, self.param) for g in exclude]
         if any(g is None for g in (*included, *excluded)):
             return _UNKNOWN
         parts = []
@@ -446,75 +435,6 @@ class _Compiler:
         if excluded:
             parts.append("NOT (" + " OR ".join(f"({g})" for g in excluded) + ")")
         return _Cond.of(" AND ".join(parts) or "1")
-
-    def glob(self, value: str, pattern: str, *, one_segment: bool = False) -> str | None:
-        """SQL true exactly when ``matches(value, pattern)``; None if the pattern does not
-        compile (the Python planner then reports it as it always did). ``one_segment``: the
-        value holds no '/' (a key's last segment)."""
-        try:
-            glob_to_regex(pattern)
-        except re.error:
-            return None
-        if not _GLOB_SPECIAL.search(pattern):
-            return f"{value} = {self.param(pattern)}"
-        if pattern == "**":
-            return "1"
-        head, stars, rest = pattern.partition("**")
-        if not stars:
-            found = self.segment_glob(value, pattern, one_segment=one_segment)
-            if found is not None:
-                return found
-        elif not head and rest.startswith("/") and "**" not in rest and "/" not in rest[1:]:
-            # **/LAST: the value's last segment matches LAST (LAST's wildcards cannot cross '/')
-            last = rest[1:]
-            suffix = last[1:]
-            if last.startswith("*") and suffix and not _GLOB_SPECIAL.search(suffix):
-                return self.ends_with(value, suffix)
-            found = self.segment_glob(_last_segment(value), last, one_segment=True)
-            if found is not None:
-                return found
-        elif not rest and not _GLOB_SPECIAL.search(head):
-            # LITERAL** (e.g. 2025/**): a prefix
-            return f"substr({value}, 1, {len(head)}) = {self.param(head)}"
-        return f"tierctl_glob({value}, {self.param(pattern)})"
-
-    def ends_with(self, value: str, suffix: str) -> str:
-        return f"substr({value}, -{len(suffix)}) = {self.param(suffix)}" if suffix else "1"
-
-    def segment_glob(self, value: str, pattern: str, *, one_segment: bool) -> str | None:
-        """A pattern without ``**`` as SQLite's GLOB, whose ``*`` and ``?`` also match '/'
-        (ours do not), plus an equal count of '/' in value and pattern, which leaves the
-        wildcards none. None for character classes other than plain characters and ranges
-        (a negated class may match '/')."""
-        translated: list[str] = []
-        i = 0
-        while i < len(pattern):
-            ch = pattern[i]
-            if ch == "[":
-                end = pattern.find("]", i + 1)
-                body = pattern[i + 1 : end] if end != -1 else ""
-                if end == -1 or not _CLASS_BODY.fullmatch(body) or not _ranges_ordered(body):
-                    return None
-                translated.append(f"[{body}]")
-                i = end + 1
-                continue
-            translated.append(ch)
-            i += 1
-        glob = f"{value} GLOB {self.param(''.join(translated))}"
-        if one_segment:
-            return glob if "/" not in pattern else "0"
-        slashes = pattern.count("/")
-        return f"({glob} AND length({value}) - length(replace({value}, '/', '')) = {slashes})"
-
-
-def _last_segment(value: str) -> str:
-    """SQL for ``value.rpartition("/")[2]``: rtrim strips the trailing characters that are
-    not '/', leaving the folder part."""
-    return f"substr({value}, length(rtrim({value}, replace({value}, '/', ''))) + 1)"
-
-
-def _ranges_ordered(body: str) -> bool:
-    return all(body[i - 1] <= body[i + 1] for i, ch in enumerate(body) if ch == "-")
 
 
 def _algo(checksum: str) -> str:
