@@ -43,6 +43,7 @@ def test_when_expressions_evaluate(source: str, facts: expr.Facts, expected: boo
         ("size > 1 parsec", 10, "unexpected"),
         ("age < 7d & size > 1", 10, "unexpected character"),
         ("", 1, "empty condition"),
+        ('path ~ "[z-a]*"', 8, "bad glob"),
     ],
 )
 def test_when_errors_point_at_the_character(source: str, column: int, fragment: str) -> None:
@@ -105,6 +106,12 @@ def test_unknown_tier_in_place_is_located() -> None:
     (problem,) = _problems(text)
     assert problem.startswith("15:16 unknown tier 'wram'")
     assert "did you mean 'warm'?" in problem
+
+
+def test_a_bad_include_glob_is_located_not_a_crash_at_plan_time() -> None:
+    text = STANDARD_POLICY.replace("    rules:", '    include: ["ok/**", "[z-a]*"]\n    rules:', 1)
+    (problem,) = _problems(text)
+    assert "bad glob '[z-a]*'" in problem and "low to high" in problem
 
 
 def test_bad_when_points_inside_the_quoted_expression() -> None:

@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 from tierctl.errors import ExpressionError
-from tierctl.policies.globs import matches, selected
+from tierctl.policies.globs import glob_error, matches, selected
 from tierctl.policies.units import DURATION_UNITS, SIZE_UNITS, parse_duration, parse_size
 
 
@@ -503,6 +503,9 @@ class _Parser:
                 raise self.error(
                     f"expected a string after {op.text!r}", literal, hint=f"e.g. `{found.example}`"
                 )
+            problem = glob_error(literal.text) if op_text in ("~", "!~") else None
+            if problem is not None:
+                raise self.error(problem, literal, hint="a class like [a-z] must run from low to high")
             return Match(found.name, op_text, literal.text, self.source_from(name))
         if literal.kind != "literal":
             raise self.error(

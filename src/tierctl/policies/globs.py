@@ -42,6 +42,15 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
+def glob_error(pattern: str) -> str | None:
+    """Why ``pattern`` is not a usable glob (a character class such as ``[z-a]``), or None."""
+    try:
+        glob_to_regex(pattern)
+    except re.error as exc:
+        return f"bad glob {pattern!r}: {exc.msg}"
+    return None
+
+
 def matches(path: str, pattern: str) -> bool:
     return glob_to_regex(pattern).match(path) is not None
 

@@ -18,6 +18,7 @@ import yaml
 from tierctl.errors import ConfigError, ConfigErrors, ExpressionError, Location
 from tierctl.movers.digest import ALGORITHMS
 from tierctl.policies import analysis, expr
+from tierctl.policies.globs import glob_error
 from tierctl.policies.model import Config, Copies, Dataset, DeleteLimit, Policy, Rule, Tier, TierCost
 from tierctl.policies.units import parse_duration, parse_size
 
@@ -203,6 +204,15 @@ class _Validator:
             self.problem(where, f"{what} must be a list of strings")
             return ()
         return tuple(value)
+
+    def globs(self, value: Any, where: Path, what: str) -> tuple[str, ...]:
+        patterns = self.string_list(value, where, what)
+        for i, pattern in enumerate(patterns):
+            problem = glob_error(pattern)
+            if problem is not None:
+                at: Path = where if isinstance(value, str) else (*where, i)
+                self.problem(at, problem, "a class like [a-z] must run from low to high")
+        return patterns
 
     def name_ref(self, name: str, where: Path, known: dict[str, Any], what: str) -> bool:
         if name in known:
@@ -435,8 +445,8 @@ class _Validator:
                 body = {"when": body}
             spec = self.mapping(body, where, CLASS_KEYS, f"class {name!r}")
             parts: list[expr.Node] = []
-            include = self.string_list(spec.get("include"), (*where, "include"), "include")
-            exclude = self.string_list(spec.get("exclude"), (*where, "exclude"), "exclude")
+            include = self.globs(spec.get("include"), (*where, "include"), "include")
+            exclude = self.globs(spec.get("exclude"), (*where, "exclude"), "exclude")
             if include or exclude:
                 parts.append(expr.Select(include, exclude))
             if "when" in spec:
@@ -477,8 +487,8 @@ class _Validator:
             schedule = spec.get("schedule")
             if schedule is not None:
                 self.check_schedule(schedule, (*where, "schedule"))
-            include = self.string_list(spec.get("include"), (*where, "include"), "include")
-            exclude = self.string_list(spec.get("exclude"), (*where, "exclude"), "exclude")
+            include = self.globs(spec.get("include"), (*where, "include"), "include")
+            exclude = self.globs(spec.get("exclude"), (*where, "exclude"), "exclude")
             rules = self.rules(spec.get("rules"), (*where, "rules"), name, tiers, classes or {})
             limit = self.max_delete(spec.get("max_delete"), (*where, "max_delete"))
             policies.append(Policy(name, dataset or "", rules, schedule, include, exclude, limit))
