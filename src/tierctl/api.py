@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from tierctl import cost
 from tierctl.errors import ConfigError, PlanFileError, UnknownName
 from tierctl.executor import ApplyOptions, ApplyReport, Events, execute
 from tierctl.index import Index, journal
@@ -26,12 +25,13 @@ from tierctl.planner import make_plan
 from tierctl.policies.loader import load_config
 from tierctl.policies.model import Config
 from tierctl.policies.operations import EXECUTOR_HINT, executor_address
-from tierctl.policies.sqlfilter import Prefilter, TierTotal
 
 if TYPE_CHECKING:
     from distributed import Client
 
+    from tierctl import cost
     from tierctl.explain import Explanation
+    from tierctl.policies.sqlfilter import TierTotal
     from tierctl.simulate import Simulation
 
 DEFAULT_CONFIG = "policies.yaml"
@@ -157,6 +157,9 @@ def plan(
     wait for them) unless ``allow_costly``; ``plan.cost`` says what it costs (docs/cost.md)."""
     now = time.time() if now is None else now
     names = _datasets(config, datasets)
+    from tierctl import cost  # not at import time: `tierctl where` and --help stay fast
+    from tierctl.policies.sqlfilter import Prefilter
+
     prices = cost.Prices(config)
     before = cost.StorageTally(prices)
     with open_index(config) as index:
@@ -328,6 +331,8 @@ def du(config: Config) -> list[TierUsage]:
 def du_cost(config: Config) -> cost.StorageTally:
     """Objects, bytes and monthly storage cost per dataset and tier, each tier priced by its
     cost model (every placement is read: minimum sizes and overheads are per object)."""
+    from tierctl import cost
+
     tally = cost.StorageTally(cost.Prices(config))
     with open_index(config, create=False) as index:
         datasets = sorted({u.dataset for u in index.usage()})
