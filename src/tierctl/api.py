@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from tierctl import cost
     from tierctl.explain import Explanation
-    from tierctl.policies.sqlfilter import TierTotal
     from tierctl.simulate import Simulation
 
 DEFAULT_CONFIG = "policies.yaml"
@@ -168,7 +167,7 @@ def plan(
         prefilter = Prefilter(index, config, now, {tier: prices[tier].min_size for tier in config.tiers})
         objects = (obj for name in names for obj in prefilter.unsettled(name))
         made = make_plan(config, before.observe(objects), now, force=force, settled=prefilter.settled)
-        _count_storage(before, prefilter.settled_totals())
+        before.add_totals(prefilter.settled_totals())
         history = {
             (dataset, key): obj
             for dataset, key in sorted(cost.needs_history(made, prices, guard=not allow_costly))
@@ -180,20 +179,6 @@ def plan(
     made.index_path = os.path.abspath(config.index_path)
     made.written_at = time.time()
     return made
-
-
-def _count_storage(before: cost.StorageTally, totals: list[TierTotal]) -> None:
-    """Add settled placements, a tier at a time, to ``before``. A placement's monthly cost
-    is affine in its size counted as at least the tier's ``min_size`` (``billable``), so
-    ``n`` placements of ``B`` billable bytes cost what ``n - r`` of ``q`` and ``r`` of
-    ``q + 1`` bytes do (``q, r = divmod(B, n)``)."""
-    for total in totals:
-        where = (total.dataset, total.tier)
-        model = before.prices[total.tier]
-        q, r = divmod(total.billable, total.objects)
-        before.objects[where] += total.objects
-        before.bytes[where] += total.bytes
-        before.monthly[where] += (total.objects - r) * model.monthly(q) + r * model.monthly(q + 1)
 
 
 # A saved plan describes the stores as they were; past this age it is refused (the live

@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierctl.explain import NextChange, next_change
 from tierctl.model import ObjectSnapshot, Placement
@@ -22,6 +22,9 @@ from tierctl.plan import Action, Plan
 from tierctl.policies.evaluate import current_version, decide
 from tierctl.policies.model import Config, Tier
 from tierctl.policies.units import format_size
+
+if TYPE_CHECKING:
+    from tierctl.policies.sqlfilter import TierTotal
 
 GIB = 2**30
 KIB = 2**10
@@ -237,6 +240,19 @@ class StorageTally:
                     bytes_[where] += p.size
                     monthly[where] += models.get(p.tier, FREE).monthly(p.size)
             yield obj
+
+    def add_totals(self, totals: Iterable[TierTotal]) -> None:
+        """Add placements counted in bulk (the SQL pre-filter's settled ones), a tier at a
+        time. A placement's monthly cost is affine in its size counted as at least the
+        tier's ``min_size`` (``billable``), so ``n`` placements of ``B`` billable bytes cost
+        what ``n - r`` of ``q`` and ``r`` of ``q + 1`` bytes do (``q, r = divmod(B, n)``)."""
+        for total in totals:
+            where = (total.dataset, total.tier)
+            model = self.prices[total.tier]
+            q, r = divmod(total.billable, total.objects)
+            self.objects[where] += total.objects
+            self.bytes[where] += total.bytes
+            self.monthly[where] += (total.objects - r) * model.monthly(q) + r * model.monthly(q + 1)
 
     def per_tier(self) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)
