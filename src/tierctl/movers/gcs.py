@@ -190,15 +190,7 @@ class GCSMover(Mover):
         for start in range(0, size, span):
             end = min(size, start + span) - 1
             try:
-                _headers, data = self._fs.call(
-                    "GET",
-                    "b/{}/o/{}",
-                    self.bucket,
-                    self._full(key),
-                    alt="media",
-                    generation=generation,
-                    headers={"Range": f"bytes={start}-{end}"},
-                )
+                data = self._get_range(key, start, end, generation=generation)
             except FileNotFoundError:
                 raise ObjectChanged(f"{what} changed or vanished while being read") from None
             except Exception as exc:
@@ -214,17 +206,23 @@ class GCSMover(Mover):
             return b""
         what = self._what(key)
         try:
-            _headers, data = self._fs.call(
-                "GET",
-                "b/{}/o/{}",
-                self.bucket,
-                self._full(key),
-                alt="media",
-                headers={"Range": f"bytes={start}-{end - 1}"},
-            )
+            data = self._get_range(key, start, end - 1)
         except Exception as exc:
             raise _mover_error(exc, what) from None
         return bytes(data)
+
+    def _get_range(self, key: str, first: int, last: int, **params: Any) -> bytes:
+        """Bytes ``first``..``last`` (inclusive) of ``key``; ``params`` e.g. a pinned generation."""
+        _headers, data = self._fs.call(
+            "GET",
+            "b/{}/o/{}",
+            self.bucket,
+            self._full(key),
+            alt="media",
+            headers={"Range": f"bytes={first}-{last}"},
+            **params,
+        )
+        return data
 
     def write(
         self,
