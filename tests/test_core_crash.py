@@ -92,3 +92,23 @@ def test_sigkill_during_apply_loses_nothing_and_rerun_converges(sandbox: Sandbox
     assert sandbox.files("cold") == originals
     assert sandbox.files("hot") == {}
     assert run_tierctl("-c", sandbox.config, "plan", "--detailed-exitcode").returncode == 0
+
+
+def test_a_write_into_a_folder_removes_temp_files_killed_writers_left_there(tmp_path) -> None:
+    """A run killed mid-write leaves `.tierctl-tmp-<pid>-…`; the next write into that folder
+    (a resumed run redoing the copy) removes it, without waiting for a scan. A live
+    writer's temp file is never touched."""
+    from tierctl.movers.local import TEMP_PREFIX, LocalMover
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "tier" / "logs"
+    folder.mkdir(parents=True)
+    left = folder / f"{TEMP_PREFIX}{dead.pid}-0123456789abcdef"
+    left.write_bytes(b"half a file")
+    live = folder / f"{TEMP_PREFIX}{os.getpid()}-fedcba9876543210"
+    live.write_bytes(b"being written")
+    mover = LocalMover(f"file://{tmp_path / 'tier'}")
+    mover.write("logs/new.bin", [b"x"], size=1, mtime=time.time())
+    assert not left.exists() and live.exists() and mover.removed_temp_files == 1
+    assert (folder / "new.bin").read_bytes() == b"x"

@@ -167,6 +167,18 @@ class LocalMover(Mover):
             self.removed_temp_files += 1
         return True
 
+    def _reap_abandoned(self, folder: str) -> None:
+        """Remove the temp files killed writers left in ``folder``, once per folder and
+        mover, before this mover writes there: an interrupted run's half-written file goes
+        when its key (or a neighbour) is written again, not only at the next scan."""
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if entry.name.startswith(TEMP_PREFIX):
+                        self._is_temp(entry)
+        except OSError:
+            pass  # listing is a courtesy here; the write itself reports real trouble
+
     def stat(self, key: str) -> Entry:
         path = self._path(key)
         try:
@@ -264,6 +276,7 @@ class LocalMover(Mover):
                 real_parent = os.path.realpath(parent)
                 if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
                     raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
+                self._reap_abandoned(parent)
                 self._ready_dirs.add(parent)
             tmp = os.path.join(parent, f"{_temp_prefix()}{secrets.token_hex(8)}")
             try:
