@@ -58,6 +58,10 @@ class Capabilities:
     # "tags" (object tags), "metadata" (user metadata). A store that has no tags reports an
     # empty mapping (its objects have none); what is not declared stays None (unknown).
     read_metadata: tuple[str, ...] = ()
+    # ``writable``: False for a source-only tier (``hdfs://``: nothing it writes could keep
+    # the content mtime); ``write`` raises :class:`Unsupported`, ``delete`` still works. The
+    # registry's ``MoverSpec.read_only`` says the same before the mover is built.
+    writable: bool = True
 
 
 class Unsupported(MoverError):

@@ -21,6 +21,9 @@ class MoverSpec:
     target: str  # "module:Class"
     requires: tuple[str, ...] = ()
     install_hint: str = ""
+    # Why tiers of this mover cannot be written to ("": they can). The policy loader reads it
+    # without building the mover; the class declares the same as ``capabilities.writable``.
+    read_only: str = ""
 
 
 _S3 = MoverSpec("tierctl.movers.s3:S3Mover", ("s3fs",), "pip install s3fs (S3 tiers need it)")
@@ -37,7 +40,14 @@ _SCHEMES: dict[str, MoverSpec] = {
     "gcs": _GCS,
     "webhdfs": _WEBHDFS,
     "swebhdfs": _WEBHDFS,
-    "hdfs": MoverSpec("tierctl.movers.hdfs:open_hdfs"),
+    "hdfs": MoverSpec(
+        "tierctl.movers.hdfs:HdfsMover",
+        ("pyarrow",),
+        "pip install 'tierctl[hdfs]' (hdfs:// reads through pyarrow and libhdfs);"
+        " or use the same cluster over WebHDFS: webhdfs://NAMENODE:9870/PATH",
+        read_only="hdfs:// tiers are read-only: libhdfs through pyarrow cannot set a file's mtime,"
+        " so a copy written there would look new",
+    ),
 }
 
 # mover name (a tier's ``mover:`` key) -> scheme-independent implementation
@@ -72,6 +82,12 @@ def known_schemes() -> list[str]:
 
 def scheme_of(url: str) -> str:
     return urlsplit(url).scheme or "file"
+
+
+def read_only_reason(url: str, mover: str = "auto") -> str:
+    """Why a tier with this URL and ``mover:`` cannot be written to; "" when it can."""
+    spec = _SCHEMES.get(scheme_of(url)) if mover in ("auto", "fsspec") else _NAMED.get(mover)
+    return spec.read_only if spec is not None else ""
 
 
 def _load(spec: MoverSpec) -> type[Mover]:

@@ -17,6 +17,7 @@ import yaml
 
 from tierctl.errors import ConfigError, ConfigErrors, ExpressionError, Location
 from tierctl.movers.digest import ALGORITHMS
+from tierctl.movers.registry import read_only_reason
 from tierctl.policies import analysis, expr
 from tierctl.policies.globs import glob_error
 from tierctl.policies.model import Config, Copies, Dataset, DeleteLimit, Policy, Rule, Tier, TierCost
@@ -235,6 +236,7 @@ class _Validator:
         datasets = self.datasets(top.get("datasets"), tiers)
         classes = self.classes(top.get("classes"), tiers)
         policies = self.policies(top.get("policies"), tiers, datasets, classes)
+        self.check_read_only_tiers(tiers, datasets, policies)
         index = self.index_path(top.get("index"))
         operations = self.operations(top)
         if top.get("cache") is not None:
@@ -267,6 +269,30 @@ class _Validator:
                 "only the first policy that matches decides: merge them into one policy with ordered"
                 " rules, or give them disjoint include/exclude globs",
             )
+
+    def check_read_only_tiers(
+        self, tiers: dict[str, Tier], datasets: dict[str, Dataset], policies: tuple[Policy, ...]
+    ) -> None:
+        """A tier tierctl cannot write to (``hdfs://``) may be in a rule's ``place`` or
+        ``copies`` only as its dataset's home, where it keeps the objects the tier holds (a
+        migration keeps its source so); anywhere else the rule would copy objects onto it."""
+        for i, policy in enumerate(policies):
+            dataset = datasets.get(policy.dataset)
+            for rule in policy.rules:
+                at: Path = ("policies", i, "rules", rule.index - 1)
+                targets = [("place", name) for name in rule.place or ()]
+                targets += [("copies", name) for name in (rule.copies.among if rule.copies else ())]
+                for key, name in targets:
+                    tier = tiers[name]
+                    reason = read_only_reason(tier.url, tier.mover)
+                    if reason and (dataset is None or dataset.home != name):
+                        self.problem(
+                            (*at, key),
+                            f"policy {policy.name!r} rule {rule.index} would copy objects onto tier"
+                            f" {name!r}, which tierctl cannot write to: {reason}",
+                            "it can be a dataset's home (scanned, read, moved from); to write to"
+                            " the cluster, declare the tier as webhdfs://NAMENODE:9870/PATH",
+                        )
 
     def operations(self, top: dict[str, Any]) -> dict[str, Any]:
         """The daemon, retries, alerts and metrics sections (see policies.operations)."""
