@@ -19,8 +19,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from queue import Empty, SimpleQueue
 from typing import Any, Protocol
 
 from tierctl.errors import (
@@ -227,6 +227,20 @@ def _over_budget(report: ApplyReport, share: float | None) -> bool:
     return share is not None and finished >= BUDGET_MIN_ACTIONS and report.failed > share * finished
 
 
+# Results wait at most this long (or until this many finished) for their index transaction:
+# one commit per batch, not per object. Small transactions rewrite the same B-tree pages into
+# the WAL over and over (10k small copies: ~100k page writes). A kill loses at most this
+# much finished work to the index (the next run finds those copies and verifies them again,
+# or takes a move's committed verification from the journal). Deletes are recorded sooner:
+# after a kill, at most ``2 * jobs`` deleted placements are still listed by the index (the
+# next run stats the store before acting on any of them).
+RECORD_EVERY = 0.05
+RECORD_BATCH = 512
+
+_FINISHED = object()  # a worker has no more units
+_WAKE = object()  # a durable step waits for a commit
+
+
 def _run_units(
     units: list[list[Action]],
     movers: Mapping[str, Mover],
@@ -234,51 +248,124 @@ def _run_units(
     events: Events,
     stopping: Callable[[], bool] | None = None,
 ) -> Iterator[list[list[ActionResult]]]:
-    """Yield the results of the units that completed together (one index transaction per
-    batch, not per object); at most ``4 * jobs`` units in flight. On KeyboardInterrupt,
-    units not started are dropped and running ones are finished and yielded before the
-    interrupt propagates."""
-    if stopping is None:
+    """Yield the results of finished units in batches (one index transaction per batch,
+    not per object): every ``RECORD_EVERY`` seconds or ``RECORD_BATCH`` units, and at once
+    when a worker waits for a durable step, an action failed (for the error budget) or
+    ``2 * jobs`` deletes wait to be recorded. ``options.jobs`` worker threads each take the
+    next unit when they finish one, at most ``RECORD_BATCH`` units ahead of what the caller
+    recorded; once an action failed, at most ``jobs`` ahead, so that the error budget stops
+    a failing run within a few units. On KeyboardInterrupt, units not started are dropped
+    and running ones are finished and yielded before the interrupt propagates."""
+    halt = threading.Event()
 
-        def stopping() -> bool:
-            return options.stop is not None and options.stop.is_set()
+    def halted() -> bool:
+        return halt.is_set() or (
+            stopping() if stopping is not None else bool(options.stop and options.stop.is_set())
+        )
 
-    pending: set[Future[list[ActionResult]]] = set()
-    queue = iter(units)
     jobs = max(1, options.jobs)
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="tierctl-apply")
+    inbox: SimpleQueue[Any] = SimpleQueue()
+    todo = iter(units)
+    ahead = threading.Condition()  # guards todo, unrecorded and limit
+    unrecorded = 0  # units taken whose results the caller has not recorded yet
+    limit = RECORD_BATCH
+
+    def take() -> list[Action] | None:
+        nonlocal unrecorded
+        with ahead:
+            while unrecorded >= limit and not halted():
+                ahead.wait(0.1)  # also wakes to see a stop set from outside
+            unit = None if halted() else next(todo, None)
+            unrecorded += unit is not None
+            return unit
+
+    def recorded(count: int) -> None:
+        nonlocal unrecorded
+        with ahead:
+            unrecorded -= count
+            ahead.notify_all()
+
+    def work() -> None:
+        nonlocal limit
+        try:
+            while (unit := take()) is not None:
+                results = unit_for(unit, movers, options, events.advanced).run()
+                if any(r.status == "failed" for r in results):
+                    with ahead:
+                        limit = jobs
+                inbox.put(results)
+        except BaseException as exc:  # a bug, not a failed action: the coordinator re-raises it
+            inbox.put(exc)
+        finally:
+            inbox.put(_FINISHED)
+
     journal = options.journal
+
+    def arm_wake() -> None:
+        if journal is not None:
+            journal.wake().add_done_callback(lambda _: inbox.put(_WAKE))
+
+    workers = [
+        threading.Thread(target=work, name=f"tierctl-apply-{i}", daemon=True)
+        for i in range(min(jobs, len(units)))
+    ]
+    for worker in workers:
+        worker.start()
+    arm_wake()
+    running = len(workers)
+    batch: list[list[ActionResult]] = []
+    deadline = 0.0
+    deletes = 0
     try:
-        while True:
-            for unit in queue:
-                if stopping():
-                    break
-                pending.add(pool.submit(unit_for(unit, movers, options, events.advanced).run))
-                if len(pending) >= 4 * jobs:
-                    break
-            if not pending:
-                return
-            # A worker waiting for its durable step to be committed wakes us: an empty batch
-            # lets the caller commit it.
-            wake: Future[Any] | None = None if journal is None else journal.wake()
-            finished, _ = wait(pending if wake is None else pending | {wake}, return_when=FIRST_COMPLETED)
-            done = [future for future in finished if future is not wake]
-            pending.difference_update(done)
-            yield [future.result() for future in done]
+        while running:
+            try:
+                item = inbox.get(timeout=max(0.0, deadline - time.monotonic()) if batch else None)
+            except Empty:
+                item = None  # the oldest result waited long enough
+            if item is _FINISHED:
+                running -= 1
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None and item is not _WAKE:
+                if not batch:
+                    deadline = time.monotonic() + RECORD_EVERY
+                batch.append(item)
+                deletes += any(r.action.op == "delete" and r.status == "done" for r in item)
+                failed = any(r.status == "failed" for r in item)
+                if not failed and len(batch) < RECORD_BATCH and deletes < 2 * jobs:
+                    continue
+            # A wake yields even an empty batch: the caller's transaction commits the step
+            # a worker waits for.
+            yield batch
+            recorded(len(batch))
+            batch, deletes = [], 0
+            if item is _WAKE:
+                arm_wake()
+        if batch:
+            yield batch
     except KeyboardInterrupt:
+        halt.set()
         if journal is not None:
             journal.release()  # no more batches will be recorded: let waiting workers go on
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                try:
-                    yield [future.result()]
-                except KeyboardInterrupt:
-                    break
+        try:
+            while running:
+                item = inbox.get()
+                if item is _FINISHED:
+                    running -= 1
+                elif isinstance(item, list):
+                    batch.append(item)
+            if batch:
+                yield batch
+        except KeyboardInterrupt:
+            pass
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        halt.set()
+        with ahead:
+            ahead.notify_all()
+        for worker in workers:
+            worker.join()
 
 
 def _clean_partial_uploads(index: Index, movers: Mapping[str, Mover], run_id: int) -> None:

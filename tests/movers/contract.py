@@ -10,6 +10,7 @@ is ever skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import unicodedata
@@ -63,10 +64,13 @@ def _put(mover: Mover, key: str, data: bytes, mtime: float = MTIME, **kwargs: ob
 
 
 class _CorruptingWrites:
-    """Flips one byte of what reaches the store, as a faulty network path would."""
+    """Flips one byte of what reaches the store, as a faulty network path would. Such a
+    path is what reading back is for: it never counts as a store whose writes verify
+    themselves (``Capabilities.verified_writes``), so the copy must read it back."""
 
     def __init__(self, mover: Mover) -> None:
         self._mover = mover
+        self.capabilities = dataclasses.replace(mover.capabilities, verified_writes=False)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._mover, name)
@@ -81,6 +85,19 @@ class _CorruptingWrites:
                 yield chunk
 
         return self._mover.write(key, corrupt(), **kwargs)
+
+
+class _ShortWrites(_CorruptingWrites):
+    """Stores all but the last byte and says so, as the store itself: whatever a mover
+    declares about its writes, a copy that came out short is never verified."""
+
+    def __init__(self, mover: Mover) -> None:
+        super().__init__(mover)
+        self.capabilities = mover.capabilities
+
+    def write(self, key: str, chunks, **kwargs):  # type: ignore[no-untyped-def]
+        data = b"".join(chunks)[:-1]
+        return self._mover.write(key, [data], **{**kwargs, "size": len(data)})
 
 
 CASES = (
@@ -253,8 +270,9 @@ class MoverContract:
             source = _put(local, "c/from-local.bin", data)
             result = copy_verified(local, "c/from-local.bin", mover, expected=source, algorithm="crc32c")
             assert result.bytes == len(data)
+            expected = "write" if mover.capabilities.verified_writes else "read-back"
             assert result.verified_by == (
-                "store-checksum" if mover.capabilities.native_digests else "read-back"
+                "store-checksum" if mover.capabilities.native_digests else expected
             )
             assert _read(mover, "c/from-local.bin") == data
             assert abs(mover.stat("c/from-local.bin").mtime - MTIME) <= MTIME_WINDOW
@@ -276,6 +294,10 @@ class MoverContract:
                 copy_verified(local, "bad.bin", _CorruptingWrites(mover), expected=source, algorithm="crc32c")  # type: ignore[arg-type]
             with pytest.raises(ObjectNotFound):
                 mover.stat("bad.bin")  # an unverified copy is removed
+            with pytest.raises(VerificationFailed):
+                copy_verified(local, "bad.bin", _ShortWrites(mover), expected=source, algorithm="crc32c")  # type: ignore[arg-type]
+            with pytest.raises(ObjectNotFound):
+                mover.stat("bad.bin")
 
     # -- optional abilities -------------------------------------------------------------------
     def test_storage_class(self, mover: Mover) -> None:

@@ -58,6 +58,12 @@ class Capabilities:
     # "tags" (object tags), "metadata" (user metadata). A store that has no tags reports an
     # empty mapping (its objects have none); what is not declared stays None (unknown).
     read_metadata: tuple[str, ...] = ()
+    # ``verified_writes``: a write that returns has stored exactly the bytes it was given, so
+    # a copy is verified by the written byte count and the digest of the stream, without
+    # reading the destination back. True for local disk file systems, where a read-back
+    # would only read the page cache the write just filled; never for network or FUSE
+    # mounts, whose reads go back to a server.
+    verified_writes: bool = False
     # ``writable``: False for a source-only tier (``hdfs://``: nothing it writes could keep
     # the content mtime); ``write`` raises :class:`Unsupported`, ``delete`` still works. The
     # registry's ``MoverSpec.read_only`` says the same before the mover is built.

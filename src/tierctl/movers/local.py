@@ -10,7 +10,9 @@ user xattrs reports no metadata. Local files have no tags: an empty mapping.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import itertools
 import os
 import secrets
 import stat as stat_module
@@ -21,16 +23,64 @@ from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
 from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, check_key
+from tierctl.movers.options import boolean_option, reject_unknown
 
 TEMP_PREFIX = ".tierctl-tmp-"
+KNOWN_OPTIONS = {
+    "read_back": "verify each copy by reading the written file back (default: only off local disks)",
+}
 XATTR_PREFIX = "user."
 _HAS_XATTRS = hasattr(os, "listxattr")
 
 
-def _temp_prefix() -> str:
+class _TempNames:
     """Temp names carry the writer's pid, so a listing can tell a live write's temp file
-    from one a killed process left behind."""
-    return f"{TEMP_PREFIX}{os.getpid()}-"
+    from one a killed process left behind, then a random token drawn once per process and
+    a counter (no system call per name). A forked child draws its own."""
+
+    def __init__(self) -> None:
+        self.reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}-"
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter)}"
+
+
+_temp_names = _TempNames()
+
+# File systems whose completed writes need no read-back (Capabilities.verified_writes):
+# local disks and memory. Anything else (nfs, cifs, fuse.*, 9p, ceph, ...) is read back.
+_DISK_FILE_SYSTEMS = frozenset(
+    {
+        *("ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "bcachefs", "jfs", "reiserfs", "nilfs2"),
+        *("tmpfs", "ramfs", "overlay", "vfat", "exfat"),
+    }
+)
+
+
+def file_system_type(path: str) -> str | None:
+    """The type of the file system ``path`` is on (``/proc/self/mountinfo``), or None where
+    that cannot be read."""
+    real = os.path.realpath(path)
+    best, found = -1, None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                mount_point = fields[4].replace("\\040", " ")
+                inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) > best:
+                    best, found = len(mount_point), line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        return None
+    return found
 
 
 def _abandoned(name: str) -> bool:
@@ -81,9 +131,17 @@ class LocalMover(Mover):
     )
 
     def __init__(self, url: str, **options: object) -> None:
+        """Option ``read_back``: verify copies by reading the written file back (default:
+        only where the tier is not on a local disk file system; see ``verified_writes``)."""
+        reject_unknown(options, KNOWN_OPTIONS, url=url)
         self.url = url
         self.root = os.path.abspath(path_from_url(url))
         self._real_root = os.path.realpath(self.root)
+        if options.get("read_back") is None:
+            read_back = file_system_type(self.root) not in _DISK_FILE_SYSTEMS
+        else:
+            read_back = boolean_option(options["read_back"], "read_back", url)
+        self.capabilities = dataclasses.replace(self.capabilities, verified_writes=not read_back)
         self._skipped: list[str] = []
         self.removed_temp_files = 0
         # Parent folders made and checked to lie inside the root; a delete that prunes a
@@ -92,7 +150,8 @@ class LocalMover(Mover):
 
     # -- required core ------------------------------------------------------------------
     def _path(self, key: str) -> str:
-        return os.path.join(self.root, *check_key(key).split("/"))
+        # A checked key has no empty, '.' or '..' segment and no leading '/'.
+        return f"{self.root}/{check_key(key)}" if os.sep == "/" else os.path.join(self.root, *key.split("/"))
 
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
         self._skipped = []
@@ -208,9 +267,13 @@ class LocalMover(Mover):
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
             raise _os_error(exc, f"{self.url}/{key}") from exc
-        with open(fd, "rb", buffering=0) as f:
-            while chunk := f.read(chunk_size):
+        try:
+            while chunk := os.read(fd, chunk_size):
                 yield chunk
+        except OSError as exc:
+            raise _os_error(exc, f"{self.url}/{key}") from exc
+        finally:
+            os.close(fd)
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
@@ -247,17 +310,20 @@ class LocalMover(Mover):
         except OSError as exc:
             raise _os_error(exc, what) from exc
         try:
-            with open(fd, "wb") as f:
+            try:
                 for chunk in chunks:
-                    f.write(chunk)
-                f.flush()
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 mtime_ns = round(mtime * 1e9)
-                os.utime(f.fileno(), ns=(mtime_ns, mtime_ns))
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
                 if wanted:
-                    posix.apply_to_fd(f.fileno(), wanted)
+                    posix.apply_to_fd(fd, wanted)
                 if durable:
-                    os.fsync(f.fileno())
-                st = os.fstat(f.fileno())
+                    os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
             if durable:
                 _fsync_dir(parent)
@@ -278,7 +344,7 @@ class LocalMover(Mover):
                     raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
                 self._reap_abandoned(parent)
                 self._ready_dirs.add(parent)
-            tmp = os.path.join(parent, f"{_temp_prefix()}{secrets.token_hex(8)}")
+            tmp = os.path.join(parent, _temp_names.next())
             try:
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
             except (FileNotFoundError, FileExistsError):

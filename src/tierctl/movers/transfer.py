@@ -23,7 +23,7 @@ class CopyResult:
     entry: Entry  # the destination as stored
     checksum: str  # the verified digest, "algo:hex", in the run's algorithm
     bytes: int
-    verified_by: str  # "store-checksum" | "read-back"
+    verified_by: str  # "store-checksum" | "write" (Capabilities.verified_writes) | "read-back"
 
 
 def copy_verified(
@@ -65,7 +65,7 @@ def copy_verified(
         if stream.bytes != expected.size:
             raise ObjectChanged(f"{src.url}/{key}: read {stream.bytes} bytes, planned {expected.size}")
         _require_unchanged(src, key, expected, src.stat(key))
-        verified_by = _verify(dst, key, stored, sums, algorithm)
+        verified_by = _verify(dst, key, stored, sums, algorithm, stream.bytes)
     except BaseException:
         _delete_quietly(dst, key)
         raise
@@ -81,7 +81,13 @@ def _require_unchanged(src: Mover, key: str, expected: Entry, current: Entry) ->
         )
 
 
-def _verify(dst: Mover, key: str, stored: Entry, sums: dict[str, str], algorithm: str) -> str:
+def _verify(dst: Mover, key: str, stored: Entry, sums: dict[str, str], algorithm: str, nbytes: int) -> str:
+    if dst.capabilities.verified_writes and not stored.checksum:
+        # The write returned having stored every byte of the stream we hashed; its size says
+        # it holds them all. Reading it back would read the page cache the write just filled.
+        if stored.size != nbytes:
+            raise VerificationFailed(f"{dst.url}/{key}: stored {stored.size} bytes, the source had {nbytes}")
+        return "write"
     if stored.checksum and algorithm_of(stored.checksum) in sums:
         if stored.checksum != sums[algorithm_of(stored.checksum)]:
             raise VerificationFailed(
