@@ -15,6 +15,10 @@ import pytest
 
 from tierctl.cli.main import run
 
+# Fixtures every test module may ask for by name (``moto``, ``proxy``): registered here so
+# no test imports a fixture (which linters see as an unused import, shadowed by the argument).
+pytest_plugins = ["tests.reliability"]
+
 DAY = 86400.0
 NOW = 1_790_000_000.0  # a fixed clock for planner tests (2026-09-21)
 

@@ -1,6 +1,11 @@
 """Helpers for the reliability tests (tests/test_reliability_*.py): moto behind the fault
 proxy, sandboxes with local and S3 tiers, and checks made on the stores directly (boto3,
-plain file reads), never through tierctl."""
+plain file reads), never through tierctl.
+
+This module is also a pytest plugin (``pytest_plugins`` in tests/conftest.py): its fixtures
+``moto`` (one server per test module) and ``proxy`` (a fresh fault proxy per test) are
+requested by argument name, never imported. A module that defines its own ``moto`` fixture
+uses that one instead."""
 
 from __future__ import annotations
 

@@ -15,10 +15,8 @@ from tierctl import api
 from .reliability import (
     kill_quietly,
     local_files,
-    moto,  # noqa: F401 - fixture
     new_bucket,
     present_placements,
-    proxy,  # noqa: F401 - fixture
     s3_bytes,
     s3_objects,
     s3_tier,
@@ -35,8 +33,8 @@ DAY = 86400.0
 
 def test_two_applies_and_a_scan_during_apply(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     config = write_config(

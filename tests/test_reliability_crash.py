@@ -23,10 +23,8 @@ from .reliability import (
     kill_quietly,
     local_files,
     md5,
-    moto,  # noqa: F401 - fixture
     new_bucket,
     present_placements,
-    proxy,  # noqa: F401 - fixture
     s3_bytes,
     s3_objects,
     s3_tier,
@@ -119,8 +117,8 @@ def _check_after_kill(
 
 def test_sigkill_at_many_points_local_and_s3_loses_nothing(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     config = write_config(

@@ -19,10 +19,8 @@ from tierctl import api
 
 from .reliability import (
     local_files,
-    moto,  # noqa: F401 - fixture
     new_bucket,
     present_placements,
-    proxy,  # noqa: F401 - fixture
     s3_bytes,
     s3_objects,
     s3_tier,
@@ -77,8 +75,8 @@ def _no_traceback(*texts: str) -> None:
 
 def test_transient_faults_are_retried_and_the_run_completes(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     config, originals = _sandbox(tmp_path, proxy.endpoint_url, bucket, 120, big=1, read_timeout=1)
@@ -115,8 +113,8 @@ def test_transient_faults_are_retried_and_the_run_completes(
 
 def test_persistent_faults_end_with_a_report_and_lose_nothing(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     config, originals = _sandbox(tmp_path, proxy.endpoint_url, bucket, 12)
@@ -153,8 +151,8 @@ def test_persistent_faults_end_with_a_report_and_lose_nothing(
 
 def test_corrupted_upload_fails_verification_source_kept_index_untouched(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     config, originals = _sandbox(tmp_path, proxy.endpoint_url, bucket, 3, big=1)
@@ -193,8 +191,8 @@ def test_corrupted_upload_fails_verification_source_kept_index_untouched(
 
 def test_corrupt_existing_replica_is_not_trusted(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     """S3 already holds the object, same size and content mtime, other bytes (changed after
     an upload): the move verifies it before deleting the source, fails, and keeps hot."""
@@ -216,8 +214,8 @@ def test_corrupt_existing_replica_is_not_trusted(
 
 def test_rejected_credentials_one_line_and_nonzero_exit(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     config, _ = _sandbox(tmp_path, proxy.endpoint_url, bucket, 2)
@@ -240,8 +238,8 @@ def _dead_port() -> int:
 def test_endpoint_that_does_not_answer(
     how: str,
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     bucket = new_bucket(moto)
     if how == "stalls":

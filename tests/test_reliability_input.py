@@ -21,7 +21,6 @@ from tierctl.movers.local import LocalMover
 from .conftest import Sandbox
 from .reliability import (
     local_files,
-    moto,  # noqa: F401 - fixture
     new_bucket,
     s3_tier,
     tierctl,
@@ -115,7 +114,7 @@ def test_a_destination_folder_that_is_a_symlink_out_of_the_root_is_refused(
     assert (sandbox.tier("hot") / "logs/x.log").read_bytes() == b"data"
 
 
-def test_unsafe_keys_on_s3_are_skipped_by_scan(tmp_path: Path, moto: MotoS3) -> None:  # noqa: F811
+def test_unsafe_keys_on_s3_are_skipped_by_scan(tmp_path: Path, moto: MotoS3) -> None:
     bucket = new_bucket(moto)
     client = moto.client()
     for key in ("logs/ok.log", "logs/../escape.log", f"logs/{NFD}.log", "logs/a//b.log", "logs/tab\tname"):

@@ -33,10 +33,8 @@ from .reliability import (
     incomplete_uploads,
     kill_quietly,
     local_files,
-    moto,  # noqa: F401 - fixture
     new_bucket,
     present_placements,
-    proxy,  # noqa: F401 - fixture
     s3_bytes,
     s3_objects,
     s3_tier,
@@ -108,8 +106,8 @@ def _last_run(config: str) -> int:
 # -- a move killed between "verified" and "source deleted" ------------------------------------------
 def test_move_killed_after_verify_is_finished_without_reading_again(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     """S3 -> local moves of 1 MiB objects, killed at the 3rd DeleteObject (the source
     delete of a verified copy, before S3 saw it)."""
@@ -215,8 +213,8 @@ def test_move_killed_after_verify_is_finished_without_reading_again(
 # -- a partial multipart upload of a key never written again --------------------------------------------
 def test_partial_upload_of_a_killed_run_is_aborted_by_the_journal(
     tmp_path: Path,
-    moto: MotoS3,  # noqa: F811
-    proxy: FaultProxy,  # noqa: F811
+    moto: MotoS3,
+    proxy: FaultProxy,
 ) -> None:
     """hot -> S3 with 5 MiB parts, killed at the 2nd UploadPart of a 15 MiB object. The object
     is then removed from hot (its key is never written again); the next apply aborts

@@ -15,7 +15,6 @@ from tierctl import api
 from tierctl.policies.operations import parse_address
 
 from .reliability import (
-    moto,  # noqa: F401 - fixture
     new_bucket,
     secret_free,
     tierctl,
@@ -35,7 +34,7 @@ def _dead_port() -> int:
         return s.getsockname()[1]
 
 
-def test_secrets_appear_in_no_output(tmp_path: Path, moto: MotoS3) -> None:  # noqa: F811
+def test_secrets_appear_in_no_output(tmp_path: Path, moto: MotoS3) -> None:
     bucket = new_bucket(moto)
     webhook = f"http://127.0.0.1:{_dead_port()}/services/{WEBHOOK_TOKEN}?token={WEBHOOK_TOKEN}"
     metrics_file = tmp_path / "tierctl.prom"
