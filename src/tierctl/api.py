@@ -12,25 +12,27 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tierctl.errors import ConfigError, PlanFileError, UnknownName
-from tierctl.executor import ApplyOptions, ApplyReport, Events, execute
-from tierctl.index import Index, journal
+from tierctl.index import Index
 from tierctl.index import lock as index_lock
 from tierctl.index.db import TierUsage
 from tierctl.model import Entry, Placement, ScanReport
 from tierctl.movers.base import Mover
 from tierctl.movers.registry import TierTarget, open_mover
 from tierctl.movers.retry import Backoff, RetryingMover
-from tierctl.plan import Plan
-from tierctl.planner import make_plan
 from tierctl.policies.loader import load_config
 from tierctl.policies.model import Config
 from tierctl.policies.operations import EXECUTOR_HINT, executor_address
 
+# Planning, applying and the journal are imported by the functions that use them, so that
+# `tierctl where`, `explain` and `--help` do not pay for them at start-up.
 if TYPE_CHECKING:
     from distributed import Client
 
     from tierctl import cost
+    from tierctl.executor import ApplyOptions, ApplyReport, Events
     from tierctl.explain import Explanation
+    from tierctl.index import journal
+    from tierctl.plan import Plan
     from tierctl.simulate import Simulation
 
 DEFAULT_CONFIG = "policies.yaml"
@@ -157,6 +159,7 @@ def plan(
     now = time.time() if now is None else now
     names = _datasets(config, datasets)
     from tierctl import cost  # not at import time: `tierctl where` and --help stay fast
+    from tierctl.planner import make_plan
     from tierctl.policies.sqlfilter import Prefilter
 
     prices = cost.Prices(config)
@@ -191,6 +194,8 @@ def load_plan(
 ) -> Plan:
     """A saved plan, refused (:class:`PlanFileError`) if altered, of another format, made for
     another policy file or index, or written more than ``max_age`` seconds ago."""
+    from tierctl.plan import Plan
+
     saved = Plan.load(path)
     fresh = "make a fresh plan with `tierctl plan -o FILE`"
     if saved.config_fingerprint != config.fingerprint():
@@ -227,6 +232,9 @@ def apply(
     ``executor`` says where units run: ``local`` (threads here), a Dask scheduler address
     (``dask://HOST:8786``, ``tcp://``, ``tls://``) or a connected ``distributed.Client``;
     default: the policy file's ``executor:``."""
+    from tierctl.executor import ApplyOptions, execute
+    from tierctl.index import journal
+
     options = options or ApplyOptions(digest=config.digest_algorithm)
     if options.retry is None:
         options = replace(options, retry=retry_backoff(config))
@@ -263,6 +271,8 @@ def run_steps(
 ) -> list[journal.ActionSteps]:
     """The actions of run ``run_id`` that got past "planned" (all with ``everything``), each
     with its steps from the journal, oldest first."""
+    from tierctl.index import journal
+
     with open_index(config, create=False) as index:
         return journal.run_steps(index, run_id, key_prefix=key_prefix, everything=everything)
 

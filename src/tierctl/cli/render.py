@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tierctl.api import WhereResult
-from tierctl.cost import ONE_TIME_KINDS, PRICES_NOTE, StorageTally, format_usd
-from tierctl.executor import ApplyReport
 from tierctl.index.db import TierUsage
 from tierctl.model import Placement, ScanReport
-from tierctl.plan import Plan
 from tierctl.policies.model import Config
 from tierctl.policies.units import format_size
+
+# The cost model, the plan and the executor are imported where a plan or a cost is printed:
+# `tierctl where` renders through this module and starts without them.
+if TYPE_CHECKING:
+    from tierctl.cost import StorageTally
+    from tierctl.executor import ApplyReport
+    from tierctl.plan import Plan
 
 SYMBOL = {
     "copy": "[green]+[/]",
@@ -134,6 +138,8 @@ def print_plan(console: Console, plan: Plan, *, detail: bool = True) -> None:
 
 def print_plan_cost(console: Console, doc: dict[str, Any] | None, *, empty: bool = False) -> None:
     """What the cost guard skipped, then monthly storage before -> after and the one-time cost."""
+    from tierctl.cost import ONE_TIME_KINDS, format_usd
+
     if not doc:
         return
     skipped = doc.get("skipped", [])
@@ -283,6 +289,8 @@ def print_where(console: Console, result: WhereResult, config: Config) -> None:
 
 
 def usage_cost_json(tally: StorageTally) -> dict[str, Any]:
+    from tierctl.cost import PRICES_NOTE
+
     rows = [
         {
             "dataset": dataset,
@@ -299,6 +307,8 @@ def usage_cost_json(tally: StorageTally) -> dict[str, Any]:
 
 
 def print_usage_cost(console: Console, tally: StorageTally) -> None:
+    from tierctl.cost import PRICES_NOTE, format_usd
+
     doc = usage_cost_json(tally)
     table = Table(title="monthly storage cost", show_edge=False)
     for column in ("dataset", "tier", "objects", "bytes", "USD/month", "priced by"):

@@ -153,9 +153,19 @@ class Index:
             yield ObjectSnapshot(dataset, key, placements, min(p.first_seen for p in placements))
 
     def placements(self, key: str, *, include_gone: bool = False) -> list[Placement]:
+        """Every placement of ``key``, in any dataset. The key is looked up under each dataset
+        the index holds (found by a loose index scan: one seek per dataset), so each lookup
+        is a primary-key search; ``WHERE key = ?`` alone would read the whole table."""
         state = "" if include_gone else " AND state = 'present'"
         rows = self.conn.execute(
-            f"SELECT {_PLACEMENT_COLUMNS} FROM placements WHERE key = ?{state} ORDER BY dataset, tier", (key,)
+            "WITH RECURSIVE datasets (name) AS ("
+            " SELECT (SELECT min(dataset) FROM placements)"
+            " UNION ALL SELECT (SELECT min(dataset) FROM placements WHERE dataset > name)"
+            " FROM datasets WHERE name IS NOT NULL)"
+            f" SELECT {_PLACEMENT_COLUMNS} FROM placements"
+            " WHERE dataset IN (SELECT name FROM datasets WHERE name IS NOT NULL) AND key = ?"
+            f"{state} ORDER BY dataset, tier",
+            (key,),
         )
         return [_placement(r) for r in rows]
 
