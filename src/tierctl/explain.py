@@ -7,6 +7,7 @@ Pure: a function of the config, one object's placements and the clock.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from tierctl.policies.evaluate import (
     desired_tiers,
     facts_for,
     matching_policy_rule,
+    metadata_wanted,
     relative_key,
 )
 from tierctl.policies.expr import (
@@ -92,6 +94,8 @@ class Explanation:
     to_remove: tuple[str, ...] = field(default_factory=tuple)
     # Why no rule could be evaluated: one needs tags or metadata that are not known.
     undecided: str | None = None
+    # What the dataset's rules test beyond sizes and times: "tags" and/or "metadata".
+    tested: frozenset[str] = frozenset()
 
     @property
     def decided(self) -> bool:
@@ -116,6 +120,26 @@ class Explanation:
             return f"deleted {when} by policy {change.policy!r} rule {change.rule}"
         before, after = ", ".join(self.desired) or "-", ", ".join(change.desired)
         return f"moves from [{before}] to [{after}] {when} (policy {change.policy!r} rule {change.rule})"
+
+    def attribute_lines(self) -> list[str]:
+        """The object's tags and/or metadata, for the families the rules test (the text
+        output shows what a `tag.KEY` / `meta.KEY` condition saw): ``tags: team="ml"``,
+        ``none`` when the object has none, ``not known`` when no scan has read them."""
+        lines = []
+        for family, fact in (("tags", "tags"), ("metadata", "meta")):
+            if family not in self.tested or not self.facts:
+                continue
+            values = self.facts.get(fact)
+            if values is None:
+                text = "not known (a `tierctl scan` reads them)"
+            elif not values:
+                text = "none"
+            else:
+                text = ", ".join(
+                    f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(values.items())
+                )
+            lines.append(f"{family}: {text}")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         change = self.next_change
@@ -175,6 +199,7 @@ def explain(config: Config, obj: ObjectSnapshot, now: float) -> Explanation:
     holding = tuple(sorted(facts.tiers, key=tier_order.__getitem__))
     stale = tuple(sorted({p.tier for p in present} - facts.tiers, key=tier_order.__getitem__))
     result = Explanation(obj.dataset, obj.key, now, _facts_dict(facts), [], holding, stale)
+    result.tested = metadata_wanted(config, obj.dataset)
     decided: tuple[Policy, Rule] | None = None
     for policy in config.policies_for(obj.dataset):
         if decided is not None:

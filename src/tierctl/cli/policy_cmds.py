@@ -78,6 +78,8 @@ def explain(
             + (f", storage class {facts['storage_class']}" if facts["storage_class"] else ""),
             markup=False,
         )
+    for line in result.attribute_lines():
+        out.print(f"  {line}", markup=False)
     for check in result.checks:
         if not check.selected:
             out.print(f"  policy {check.policy!r}: not selected by its include/exclude", markup=False)
