@@ -287,7 +287,9 @@ class Skipped:
 
 def needs_history(plan: Plan, prices: Prices, *, guard: bool) -> set[tuple[str, str]]:
     """Objects whose placements the cost pass must see: those the guard checks (copies and
-    transitions into a guarded tier) and those with an early-deletion fee to price."""
+    transitions into a guarded tier) and those with an early-deletion fee to price (which
+    includes every transition out of a class with a minimum duration, the guard's other
+    check)."""
     wanted: set[tuple[str, str]] = set()
     for a in plan.actions:
         if guard and a.op in ("copy", "transition") and a.expect is None and prices[a.target].guarded:
@@ -320,6 +322,32 @@ def costly(
             f" before the {model.min_duration / DAY:.0f}-day minimum storage duration of {label}"
         )
     return None
+
+
+def leaves_class_early(
+    action: Action, model: CostModel, obj: ObjectSnapshot | None, now: float
+) -> str | None:
+    """Why ``action``, a transition out of its source class (priced by ``model``), loses
+    money now, or None: the placement's last recorded change (``changed_at``: a class change
+    tierctl made, or new content, tags or metadata a scan found) is more recent than the
+    class's minimum duration, so the rest of the minimum would be billed on top of the new
+    class's storage. A placement with no recorded change counts as old enough: its first
+    sighting says it was there by then, not when it entered its class."""
+    if action.op != "transition" or action.source is None or model.min_duration <= 0 or obj is None:
+        return None
+    placement = next((p for p in obj.placements if p.tier == action.source and p.state == "present"), None)
+    if placement is None or placement.changed_at is None:
+        return None
+    days_in = max(0.0, now - placement.changed_at) / DAY
+    days_left = model.min_duration / DAY - days_in
+    if days_left <= 0:
+        return None
+    label = f"tier {action.source!r}" + (f" ({model.source})" if model.source != "none" else "")
+    return (
+        f"its placement on {label} last changed {days_in:.0f} days ago; leaving that class before its"
+        f" {model.min_duration / DAY:.0f}-day minimum storage duration bills the other {days_left:.0f} days"
+        f" on top of tier {action.target!r}"
+    )
 
 
 def leaves_early(
@@ -356,10 +384,17 @@ def apply_guard(
 ) -> list[Skipped]:
     """Remove money-losing copies and transitions from ``plan``, with every action that
     requires one (so a delete never runs without the copy it waits for), and the verifies of
-    an object left with no delete. Returns what was skipped."""
+    an object left with no delete. Actions of a policy with ``allow_costly`` are kept.
+    Returns what was skipped."""
     reasons: dict[int, str] = {}
+    exempt = {p.name for p in config.policies if p.allow_costly}
     for a in plan.actions:
-        reason = costly(a, prices[a.target], config, history.get((a.dataset, a.key)), now)
+        if a.policy in exempt:
+            continue
+        obj = history.get((a.dataset, a.key))
+        reason = costly(a, prices[a.target], config, obj, now)
+        if reason is None and a.source is not None:
+            reason = leaves_class_early(a, prices[a.source], obj, now)
         if reason is not None:
             reasons[a.id] = reason
     if not reasons:

@@ -439,7 +439,7 @@ def _record_results(
             elif a.op == "delete":
                 first_seen = index.record_delete(a.dataset, a.key, a.target)
             elif a.op == "transition" and a.source and r.entry is not None:
-                index.record_transition(a.dataset, a.key, a.source, a.target, r.entry)
+                index.record_transition(a.dataset, a.key, a.source, a.target, r.entry, now=now)
             elif a.op == "restore" and r.entry is not None:
                 index.record_restore_state(a.dataset, a.key, a.target, r.entry.restore_state)
         else:

@@ -266,13 +266,19 @@ class Index:
             (checksum, now, dataset, key, tier),
         )
 
-    def record_transition(self, dataset: str, key: str, source: str, target: str, entry: Entry) -> None:
-        """The object changed storage class in place: its placement moves from ``source`` to
-        ``target`` (tiers sharing one URL), keeping its digest and verification time."""
+    def record_transition(
+        self, dataset: str, key: str, source: str, target: str, entry: Entry, *, now: float | None = None
+    ) -> None:
+        """The object changed storage class in place at ``now`` (default: the clock): its
+        placement moves from ``source`` to ``target`` (tiers sharing one URL), keeping its
+        digest, verification time and first sighting. ``changed_at`` becomes ``now``: the
+        object's time in its new class (minimum storage durations, early-deletion fees)
+        counts from the transition, not from when it was first seen."""
+        now = time.time() if now is None else now
         self.conn.execute(
-            "UPDATE placements SET tier = ?, storage_class = ?, etag = ?, restore_state = ?"
+            "UPDATE placements SET tier = ?, storage_class = ?, etag = ?, restore_state = ?, changed_at = ?"
             " WHERE dataset = ? AND key = ? AND tier = ?",
-            (target, entry.storage_class, entry.etag, entry.restore_state, dataset, key, source),
+            (target, entry.storage_class, entry.etag, entry.restore_state, now, dataset, key, source),
         )
 
     def record_restore_state(self, dataset: str, key: str, tier: str, state: str | None) -> None:

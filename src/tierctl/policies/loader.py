@@ -44,7 +44,7 @@ DATASET_KEYS = ("prefix", "home", "description")
 CLASS_KEYS = ("when", "include", "exclude", "description")
 POLICY_KEYS = (
     *("name", "dataset", "schedule", "include", "exclude", "rules", "description"),
-    "max_delete",
+    *("max_delete", "allow_costly"),
 )
 RULE_KEYS = ("when", "class", "place", "copies", "delete", "min_age", "description")
 COPIES_KEYS = ("among", "n")
@@ -517,7 +517,18 @@ class _Validator:
             exclude = self.globs(spec.get("exclude"), (*where, "exclude"), "exclude")
             rules = self.rules(spec.get("rules"), (*where, "rules"), name, tiers, classes or {})
             limit = self.max_delete(spec.get("max_delete"), (*where, "max_delete"))
-            policies.append(Policy(name, dataset or "", rules, schedule, include, exclude, limit))
+            allow_costly = spec.get("allow_costly", False)
+            if not isinstance(allow_costly, bool):
+                self.problem(
+                    (*where, "allow_costly"),
+                    f"allow_costly must be true or false, got {allow_costly!r}",
+                    "allow_costly: true lets this policy's plans keep copies and transitions the cost"
+                    " guard would skip (docs/cost.md)",
+                )
+                allow_costly = False
+            policies.append(
+                Policy(name, dataset or "", rules, schedule, include, exclude, limit, allow_costly)
+            )
         return tuple(policies)
 
     def max_delete(self, value: Any, where: Path) -> DeleteLimit | None:

@@ -101,6 +101,9 @@ class Policy:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     max_delete: DeleteLimit | None = None
+    # Plans keep this policy's copies and transitions that the cost guard would skip, in
+    # `plan`, `apply` and the daemon alike (docs/cost.md).
+    allow_costly: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,9 @@ class Config:
         }
         if self.cache is not None:  # its placements are out of the policies' reach
             doc["cache"] = self.cache.tier
+        costly = [p.name for p in self.policies if p.allow_costly]
+        if costly:  # it turns the cost guard off; only when set, so other files keep their digest
+            doc["allow_costly"] = costly
         costs = {n: repr(t.cost) for n, t in sorted(self.tiers.items()) if t.cost is not None}
         if costs:  # the cost guard decides which actions a plan keeps
             doc["cost"] = costs
