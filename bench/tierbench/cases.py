@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -191,6 +192,7 @@ def _local_copy(ctx: Context, out: list[Row], name: str, spec: TreeSpec, ratio: 
     out += [apply_row, total_row]
     rss: list[float] = []
     rclone_rss: list[float] = []
+    cp_seconds: list[float] = []
 
     def run_tierctl(_: int) -> None:
         run = ctx.fresh_dir(name, "tierctl")
@@ -212,14 +214,24 @@ def _local_copy(ctx: Context, out: list[Row], name: str, spec: TreeSpec, ratio: 
         rclone_rss.append(m.max_rss_mib)
         ctx.log(f"    rclone copy {m.seconds:.3f} s")
 
+    def run_cp(_: int) -> None:
+        # The file system's own floor: an unverified `cp -r` (GNU cp copies in the kernel
+        # with copy_file_range where it can), timed the same way.
+        dst = ctx.fresh_dir(name, "cp") / "dst"
+        m = proc.run(["cp", "-r", str(src), str(dst)], timeout=ctx.timeout, cwd=ctx.work)
+        cp_seconds.append(m.seconds)
+        ctx.log(f"    cp -r {m.seconds:.3f} s")
+
     try:
-        ctx.alternate(run_tierctl, run_rclone)
+        ctx.alternate(run_tierctl, run_rclone, run_cp)
     finally:
         ctx.drop(name)
     for row in (apply_row, total_row):
         row.done = True
         row.figures["rss_mib"] = max(rss, default=0)
         row.figures["rclone_rss_mib"] = max(rclone_rss, default=0)
+        if cp_seconds and row.tierctl_s:
+            row.figures["cp_ratio"] = row.tierctl_s / statistics.median(cp_seconds)
         if spec.size >= MiB and row.tierctl_s and row.rclone_s:
             row.figures["gbps"] = spec.total_bytes / row.tierctl_s / 1e9
             row.figures["rclone_gbps"] = spec.total_bytes / row.rclone_s / 1e9

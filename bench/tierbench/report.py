@@ -105,6 +105,8 @@ def _figures(row: Row) -> str:
         parts.append(f"tierctl {f['gbps']:.2f} GB/s")
     if "rclone_gbps" in f:
         parts.append(f"rclone {f['rclone_gbps']:.2f} GB/s")
+    if "cp_ratio" in f:
+        parts.append(f"tierctl / `cp -r` {f['cp_ratio']:.2f}")
     return "; ".join(parts)
 
 
