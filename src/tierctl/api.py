@@ -125,13 +125,21 @@ def scan(
             for tier, mover in movers.items():
                 mover.want_metadata = wanted
                 group = config.store_group(tier)
-                known = functools.partial(index.known_entry, name, group)
-                if refresh_metadata and wanted:
-                    known = functools.partial(_without_metadata, known)
-                entries = mover.list(prefix, known=known)
-                if len(group) > 1:
-                    entries = (e for e in entries if config.tier_for_class(group, e.storage_class) == tier)
-                report = index.scan_tier(name, tier, prefix, entries, now, allow_empty=allow_empty)
+                # Plain files, no metadata wanted (local tiers): stat batches, no Entry per file.
+                stat_batches = None if wanted or len(group) > 1 else getattr(mover, "stat_batches", None)
+                if stat_batches is not None:
+                    batches = stat_batches(prefix)
+                    report = index.scan_tier_stats(name, tier, prefix, batches, now, allow_empty=allow_empty)
+                else:
+                    known = functools.partial(index.known_entry, name, group)
+                    if refresh_metadata and wanted:
+                        known = functools.partial(_without_metadata, known)
+                    entries = mover.list(prefix, known=known)
+                    if len(group) > 1:
+                        entries = (
+                            e for e in entries if config.tier_for_class(group, e.storage_class) == tier
+                        )
+                    report = index.scan_tier(name, tier, prefix, entries, now, allow_empty=allow_empty)
                 report.errors.extend(
                     f"skipped unsafe or non-regular key {k!r} on {tier}" for k in mover.skipped_keys()
                 )

@@ -18,11 +18,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierctl.errors import IndexUnusable
+from tierctl.index.merge import (
+    DETAIL_COLUMNS,
+    SIGNATURE_COLUMNS,
+    FileStat,
+    decode_mapping,
+    encode_mapping,
+    merge_listing,
+    merge_stats,
+)
 from tierctl.index.merge import PLACEMENT_COLUMNS as _PLACEMENT_COLUMNS
-from tierctl.index.merge import decode_mapping, encode_mapping, merge_listing
 from tierctl.index.merge import placement_from_row as _placement
 from tierctl.index.schema import MIGRATIONS, SCHEMA_VERSION
 from tierctl.model import MTIME_WINDOW, Entry, ObjectSnapshot, Placement, ScanReport
+
+# The present placements of one tier of one dataset from a key on (the scan's reads).
+_TIER_RANGE = "FROM placements WHERE dataset = ? AND tier = ? AND state = 'present' AND key >= ?"
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -129,12 +140,40 @@ class Index:
         reader = _connect(self.path)
         try:
             rows = reader.execute(
-                "SELECT key, size, mtime, checksum, state, storage_class, etag, atime, restore_state,"
-                " tags, meta FROM placements"
-                " WHERE dataset = ? AND tier = ? AND key >= ? AND key < ? ORDER BY key",
-                (dataset, tier, lo, hi),
+                f"SELECT {DETAIL_COLUMNS} {_TIER_RANGE} AND key < ? ORDER BY key", (dataset, tier, lo, hi)
             )
             merge_listing(self.transaction, report, rows, entries, now, allow_empty)
+        finally:
+            reader.close()
+        return report
+
+    def scan_tier_stats(
+        self,
+        dataset: str,
+        tier: str,
+        prefix: str,
+        batches: Iterable[list[FileStat]],
+        now: float,
+        *,
+        allow_empty: bool = False,
+    ) -> ScanReport:
+        """:meth:`scan_tier` for a listing of plain files without metadata, in sorted batches
+        of ``(key, size, mtime, atime)`` (``LocalMover.stat_batches``): the same outcome,
+        with unchanged files compared in C, batch by batch (``merge.merge_stats``)."""
+        report = ScanReport(dataset, tier)
+        lo, hi = prefix_range(prefix)
+        reader = _connect(self.path)
+        try:
+            reader.execute("BEGIN")  # one snapshot for the signatures and the details
+            signatures = reader.execute(
+                f"SELECT {SIGNATURE_COLUMNS} {_TIER_RANGE} AND key < ? ORDER BY key", (dataset, tier, lo, hi)
+            )
+
+            def details(first: str, last: str) -> sqlite3.Cursor:
+                sql = f"SELECT {DETAIL_COLUMNS} {_TIER_RANGE} AND key <= ? ORDER BY key"
+                return reader.execute(sql, (dataset, tier, first, last))
+
+            merge_stats(self.transaction, report, signatures, details, batches, now, allow_empty)
         finally:
             reader.close()
         return report

@@ -9,6 +9,7 @@ user xattrs reports no metadata. Local files have no tags: an empty mapping.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import errno
@@ -23,6 +24,7 @@ from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
 from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, check_key
+from tierctl.movers.local_walk import FileStats, FolderWalk
 from tierctl.movers.options import boolean_option, reject_unknown
 
 TEMP_PREFIX = ".tierctl-tmp-"
@@ -154,75 +156,46 @@ class LocalMover(Mover):
         return f"{self.root}/{check_key(key)}" if os.sep == "/" else os.path.join(self.root, *key.split("/"))
 
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
-        self._skipped = []
-        base, _, name_prefix = prefix.rpartition("/")
-        start = os.path.join(self.root, *base.split("/")) if base else self.root
-        rel_base = f"{base}/" if base else ""
-        if not os.path.isdir(start):
-            return
-        stack: list[Iterator[tuple[str, os.DirEntry[str]]]] = [
-            iter(self._sorted_entries(start, rel_base, name_prefix))
-        ]
         want = self.want_metadata
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            rel, entry = item
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(self._sorted_entries(entry.path, rel + "/", "")))
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # vanished between readdir and stat
-            if not stat_module.S_ISREG(st.st_mode):
-                self._skipped.append(rel)
-                continue
-            try:
-                check_key(rel)
-            except UnsafeKey:
-                self._skipped.append(rel)
-                continue
-            if not want:
-                yield Entry(key=rel, size=st.st_size, mtime=st.st_mtime_ns / 1e9, atime=st.st_atime_ns / 1e9)
-                continue
-            try:
-                metadata = user_xattrs(entry.path) if "metadata" in want and _HAS_XATTRS else None
-            except FileNotFoundError:
-                continue  # vanished since the stat
-            except OSError as exc:
-                raise _os_error(exc, f"reading extended attributes of {entry.path}") from exc
-            yield Entry(
-                key=rel,
-                size=st.st_size,
-                mtime=st.st_mtime_ns / 1e9,
-                atime=st.st_atime_ns / 1e9,
-                tags={} if "tags" in want else None,
-                metadata=metadata,
-            )
+        for batch in self.stat_batches(prefix):
+            for key, size, mtime, atime in batch:
+                if not want:
+                    yield Entry(key, size, mtime, atime=atime)
+                    continue
+                path = os.path.join(self.root, *key.split("/"))
+                try:
+                    metadata = user_xattrs(path) if "metadata" in want and _HAS_XATTRS else None
+                except FileNotFoundError:
+                    continue  # vanished since the stat
+                except OSError as exc:
+                    raise _os_error(exc, f"reading extended attributes of {path}") from exc
+                tags: dict[str, str] | None = {} if "tags" in want else None
+                yield Entry(key, size, mtime, atime=atime, tags=tags, metadata=metadata)
 
-    def _sorted_entries(
-        self, path: str, rel_base: str, name_prefix: str
-    ) -> list[tuple[str, os.DirEntry[str]]]:
-        # Sorting a directory as name + "/" puts "a/..." after "a.txt", so the walk
-        # yields keys in global code-point order, the order S3 and GCS list in.
+    def stat_batches(self, prefix: str = "") -> Iterator[FileStats]:
+        """What :meth:`list` lists, without metadata and without an ``Entry`` per file: the
+        regular files under ``prefix`` as ``(key, size, mtime, atime)``, in key order, in
+        batches of one folder's files (:mod:`.local_walk`). The scan's fast path
+        (``Index.scan_tier_stats``) compares such batches with the index in C."""
+        walk = FolderWalk(self.root, TEMP_PREFIX, self._is_temp)
+        self._skipped = walk.skipped
         try:
-            with os.scandir(path) as it:
-                entries = [e for e in it if e.name.startswith(name_prefix) and not self._is_temp(e)]
+            yield from walk.batches(prefix)
         except OSError as exc:
-            raise _os_error(exc, f"listing {path}") from exc
-        keyed = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in entries]
-        keyed.sort(key=lambda pair: pair[0])
-        return [(rel_base + e.name, e) for _, e in keyed]
+            raise _os_error(exc, f"listing {exc.filename}") from exc
 
-    def _is_temp(self, entry: os.DirEntry[str]) -> bool:
-        """Temp files are never listed; those of dead writers are removed on the way."""
+    def _is_temp(self, entry: os.DirEntry[str], folder_fd: int | None = None) -> bool:
+        """Temp files are never listed; those of dead writers are removed on the way.
+        ``folder_fd``: the folder's descriptor when it was listed through one (``entry.path``
+        is then just the name)."""
         if not entry.name.startswith(TEMP_PREFIX):
             return False
         if _abandoned(entry.name):
-            _unlink_quietly(entry.path)
+            if folder_fd is None:
+                _unlink_quietly(entry.path)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.name, dir_fd=folder_fd)
             self.removed_temp_files += 1
         return True
 
@@ -370,7 +343,7 @@ class LocalMover(Mover):
             self._ready_dirs.discard(folder)
             folder = os.path.dirname(folder)
 
-    def skipped_keys(self) -> list[str]:
+    def skipped_keys(self) -> builtins.list[str]:
         return list(self._skipped)
 
     # -- attributes (mode, uid/gid, owner/group names) ------------------------------------
