@@ -5,7 +5,9 @@ an HttpFS gateway (data inline, or redirected to itself with ``data=true``), wit
 ``requests`` directly rather than through fsspec's WebHDFS class: fsspec's reader does not
 check the status of the redirected data request (a failed read comes back as the JSON
 error text, treated as file content) and its append mode is broken. Here every response's
-status is checked and a ``RemoteException`` becomes a classified :class:`MoverError`.
+status is checked and a ``RemoteException`` becomes a classified :class:`MoverError`: that
+request layer, with the tier's options and authentication, is :mod:`.webhdfs_client`; this
+module maps tier keys to HDFS paths and implements the :class:`Mover` on top of it.
 
 Listing
     A depth-first walk with one ``LISTSTATUS_BATCH`` page iterator per open directory
@@ -37,133 +39,30 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
-from tierctl.errors import (
-    ConfigError,
-    MissingDependency,
-    MoverError,
-    ObjectChanged,
-    ObjectNotFound,
-    UnsafeKey,
-)
+from tierctl.errors import ConfigError, MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
 from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
-from tierctl.movers.options import (
-    BOOLEAN_WORDS,
-    Secret,
-    boolean_option,
-    expand_references,
-    positive_int_option,
-    positive_number_option,
-    reject_unknown,
+from tierctl.movers.webhdfs_client import KNOWN_OPTIONS as KNOWN_OPTIONS  # re-exported, as every mover's
+from tierctl.movers.webhdfs_client import (
+    AccessDenied,
+    WebHDFSClient,
+    WebHDFSOptions,
+    boolean_answer,
+    json_body,
+    renamed,
 )
 
 TEMP_PREFIX = ".tierctl-tmp-"
 ABANDONED_TEMP_AGE = 24 * 3600.0  # temp files older than this are a killed writer's: removed
 DEFAULT_PORTS = {"webhdfs": 9870, "swebhdfs": 9871}
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-_RETRYABLE_EXCEPTIONS = {"StandbyException", "RetriableException", "SafeModeException"}
-
-KNOWN_OPTIONS = {
-    "user": "the HDFS user (user.name; security off)",
-    "proxy_user": "act as this user (doas; the caller must be allowed to proxy)",
-    "token": "a delegation token (secured clusters, without Kerberos on this host)",
-    "kerberos": "authenticate with SPNEGO/Kerberos (needs requests-kerberos and a kinit ticket)",
-    "verify": "swebhdfs: verify the server's TLS certificate (true, false, or a CA bundle path)",
-    "max_connections": "concurrent connections",
-    "timeout": "seconds to wait for the server to answer (connect and each read)",
-}
-
-
-@dataclass(frozen=True, repr=False)
-class WebHDFSOptions:
-    """Validated options of one WebHDFS tier."""
-
-    user: str | None = None
-    proxy_user: str | None = None
-    token: Secret | None = None
-    kerberos: bool = False
-    verify: bool | str = True
-    max_connections: int = 16
-    timeout: float = 60.0
-
-    @classmethod
-    def parse(cls, options: Mapping[str, Any], *, url: str) -> WebHDFSOptions:
-        reject_unknown(options, KNOWN_OPTIONS, url=url)
-        values: dict[str, Any] = {}
-        for name, raw in options.items():
-            value = expand_references(raw, option=name) if isinstance(raw, str) else raw
-            if value is None or value == "":
-                continue
-            if name == "token":
-                values[name] = Secret(str(value))
-            elif name == "kerberos":
-                values[name] = boolean_option(value, name, url)
-            elif name == "verify":  # true/false, or the path of a CA bundle
-                values[name] = (
-                    boolean_option(value, name, url)
-                    if isinstance(value, bool) or str(value).lower() in BOOLEAN_WORDS
-                    else str(value)
-                )
-            elif name == "max_connections":
-                values[name] = positive_int_option(value, name, url)
-            elif name == "timeout":
-                values[name] = positive_number_option(value, name, url)
-            else:
-                values[name] = str(value)
-        parsed = cls(**values)
-        if parsed.token is not None and (parsed.user or parsed.kerberos):
-            raise ConfigError(
-                f"{url}: a delegation token already names its user",
-                hint="give either token, or user / kerberos, not both",
-            )
-        return parsed
-
-    def __repr__(self) -> str:
-        shown = [
-            f"{name}={'***' if name == 'token' else value!r}"
-            for name, value in (
-                ("user", self.user),
-                ("proxy_user", self.proxy_user),
-                ("token", self.token),
-                ("kerberos", self.kerberos or None),
-            )
-            if value is not None
-        ]
-        return f"WebHDFSOptions({', '.join(shown)})"
-
-
-class _SizedBody:
-    """A one-shot chunk stream with a known length, so the upload carries Content-Length
-    (DataNodes expect it); a source yielding more or fewer bytes aborts the upload."""
-
-    def __init__(self, chunks: Iterable[bytes], size: int, what: str) -> None:
-        self._chunks = chunks
-        self._size = size
-        self._what = what
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iter__(self) -> Iterator[bytes]:
-        sent = 0
-        for chunk in self._chunks:
-            sent += len(chunk)
-            if sent > self._size:
-                raise ObjectChanged(f"{self._what}: source longer than the planned {self._size} bytes")
-            if chunk:
-                yield bytes(chunk)
-        if sent != self._size:
-            raise ObjectChanged(f"{self._what}: source gave {sent} bytes, planned {self._size}")
 
 
 class WebHDFSMover(Mover):
@@ -189,38 +88,10 @@ class WebHDFSMover(Mover):
             attributes=(posix.MODE, posix.OWNER, posix.GROUP),
             ranged_reads=True,
         )
-        self._auth_params: dict[str, str] = {}
-        if self.options.user:
-            self._auth_params["user.name"] = self.options.user
-        if self.options.proxy_user:
-            self._auth_params["doas"] = self.options.proxy_user
-        if self.options.token is not None:
-            self._auth_params["delegation"] = self.options.token.reveal()
         self._batch_listing = True
         self._skipped: list[str] = []
         self.removed_temp_files = 0
-        self._session = self._make_session()
-
-    def _make_session(self) -> Any:
-        import requests
-        from requests.adapters import HTTPAdapter
-
-        session = requests.Session()
-        pool = max(10, self.options.max_connections)
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.verify = self.options.verify
-        if self.options.kerberos:
-            try:
-                from requests_kerberos import OPTIONAL, HTTPKerberosAuth  # type: ignore[import-not-found]
-            except ImportError:
-                raise MissingDependency(
-                    f"{self.url}: kerberos: true needs the requests-kerberos package",
-                    hint="pip install requests-kerberos (and kinit), or use a delegation token",
-                ) from None
-            session.auth = HTTPKerberosAuth(mutual_authentication=OPTIONAL)
-        return session
+        self._client = WebHDFSClient(self._base, self.options, url=self.url)
 
     def __repr__(self) -> str:
         return f"WebHDFSMover({self.url!r}, {self.options!r})"
@@ -240,54 +111,11 @@ class WebHDFSMover(Mover):
     def _what(self, key: str) -> str:
         return f"{self.url}/{key}"
 
-    def _request(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        *,
-        params: dict[str, str] | None = None,
-        expect: tuple[int, ...] = (200,),
-        **kwargs: Any,
-    ) -> Any:
-        import requests
-
-        kwargs.setdefault("allow_redirects", False)
-        kwargs.setdefault("timeout", self.options.timeout)
-        try:
-            response = self._session.request(method, url, params=params, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            raise MoverError(
-                f"{what}: TLS error ({type(exc).__name__})",
-                hint="check the certificate, or the tier's verify option (a CA bundle path)",
-            ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise MoverError(
-                f"{what}: cannot reach the server ({type(exc).__name__})", retryable=True
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise MoverError(f"{what}: {type(exc).__name__}", retryable=True) from None
-        if response.status_code not in expect:
-            try:
-                raise _remote_error(response, what)
-            finally:
-                response.close()
-        return response
-
     def _call(
         self, method: str, path: str, op: str, what: str, *, expect: tuple[int, ...] = (200,), **params: str
     ) -> Any:
         """A namenode request: ``op`` on the HDFS path ``path``."""
-        url = self._base + quote(path, safe="/")
-        return self._request(
-            method, url, what, params={"op": op, **self._auth_params, **params}, expect=expect
-        )
-
-    def _json(self, response: Any, what: str) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise MoverError(f"{what}: the server did not answer with JSON", retryable=True) from None
+        return self._client.call(method, path, op, what, expect=expect, **params)
 
     def _entry(self, key: str, status: dict[str, Any]) -> Entry:
         modified = int(status["modificationTime"])
@@ -375,7 +203,7 @@ class WebHDFSMover(Mover):
                     self._batch_listing = False
                     break
                 raise
-            listing = self._json(response, what).get("DirectoryListing") or {}
+            listing = json_body(response, what).get("DirectoryListing") or {}
             statuses = ((listing.get("partialListing") or {}).get("FileStatuses") or {}).get(
                 "FileStatus"
             ) or []
@@ -387,7 +215,7 @@ class WebHDFSMover(Mover):
             response = self._call("GET", path, "LISTSTATUS", what)
         except ObjectNotFound:
             return
-        statuses = (self._json(response, what).get("FileStatuses") or {}).get("FileStatus") or []
+        statuses = (json_body(response, what).get("FileStatuses") or {}).get("FileStatus") or []
         yield from sorted(statuses, key=lambda s: s["pathSuffix"])
 
     def _base_url_of(self, path: str) -> str:
@@ -405,7 +233,7 @@ class WebHDFSMover(Mover):
     # -- required core ---------------------------------------------------------------------
     def stat(self, key: str) -> Entry:
         what = self._what(key)
-        status = self._json(self._call("GET", self._path(key), "GETFILESTATUS", what), what)["FileStatus"]
+        status = json_body(self._call("GET", self._path(key), "GETFILESTATUS", what), what)["FileStatus"]
         if status.get("type") != "FILE":
             raise ObjectNotFound(f"{what}: not a regular file")
         return self._entry(key, status)
@@ -414,11 +242,7 @@ class WebHDFSMover(Mover):
         import requests
 
         what = self._what(key)
-        url = self._base + quote(self._path(key), safe="/")
-        params = {"op": "OPEN", **self._auth_params}
-        # The namenode answers 307 to a datanode (HttpFS: the data itself); the status of
-        # the final response is checked, so an error body is never taken for content.
-        response = self._request("GET", url, what, params=params, allow_redirects=True, stream=True)
+        response = self._client.open(self._path(key), what)
         try:
             yield from response.iter_content(chunk_size)
         except requests.exceptions.RequestException as exc:
@@ -432,9 +256,7 @@ class WebHDFSMover(Mover):
         if end <= start:
             return b""
         what = self._what(key)
-        url = self._base + quote(self._path(key), safe="/")
-        params = {"op": "OPEN", "offset": str(start), "length": str(end - start), **self._auth_params}
-        response = self._request("GET", url, what, params=params, allow_redirects=True, stream=True)
+        response = self._client.open(self._path(key), what, offset=str(start), length=str(end - start))
         try:
             return bytes(response.content)
         except requests.exceptions.RequestException as exc:
@@ -460,7 +282,7 @@ class WebHDFSMover(Mover):
         parent = final.rsplit("/", 1)[0] or "/"
         temp = _join_path(parent, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
         try:
-            self._create(temp, chunks, size, what)
+            self._client.create(temp, chunks, size, what)
             self._call(
                 "PUT", temp, "SETTIMES", what, modificationtime=str(round(mtime * 1000)), accesstime="-1"
             )
@@ -473,37 +295,16 @@ class WebHDFSMover(Mover):
             raise
         return self.stat(key)
 
-    def _create(self, path: str, chunks: Iterable[bytes], size: int, what: str) -> None:
-        # Step 1: the namenode names the datanode (no body is sent with this request).
-        first = self._call("PUT", path, "CREATE", what, expect=(307,), overwrite="false")
-        location = first.headers.get("Location")
-        first.close()
-        if not location:
-            raise MoverError(f"{what}: CREATE answered 307 without a Location", retryable=True)
-        body: Any = _SizedBody(chunks, size, what)
-        if size == 0:
-            body = b"".join(body)  # an empty iterable would be sent chunked
-        # Step 2: the bytes go to the datanode (HttpFS: back to itself with data=true).
-        response = self._request(
-            "PUT",
-            location,
-            what,
-            data=body,
-            headers={"Content-Type": "application/octet-stream"},
-            expect=(200, 201),
-        )
-        response.close()
-
     def _rename_over(self, temp: str, final: str, what: str) -> None:
         response = self._call("PUT", temp, "RENAME", what, destination=final, renameoptions="OVERWRITE")
-        if _renamed(response):
+        if renamed(response):
             return
         # A server that ignores renameoptions answers with the boolean rename, which
         # refuses an existing destination: remove it, then rename again.
         with contextlib.suppress(ObjectNotFound):
             self._call("DELETE", final, "DELETE", what, recursive="false")
         response = self._call("PUT", temp, "RENAME", what, destination=final)
-        if not _renamed(response):
+        if not renamed(response):
             raise MoverError(
                 f"{what}: the server refused to rename the written file into place", retryable=True
             )
@@ -513,7 +314,7 @@ class WebHDFSMover(Mover):
         what = self._what(key)
         self.stat(key)  # a directory is not an object; an absent key is reported
         response = self._call("DELETE", path, "DELETE", what, recursive="false")
-        if not _boolean_answer(response):
+        if not boolean_answer(response):
             raise ObjectNotFound(f"{what}: not found")
         self._prune_empty_parents(path)
 
@@ -526,7 +327,7 @@ class WebHDFSMover(Mover):
                 response = self._call("DELETE", folder, "DELETE", f"pruning {folder}", recursive="false")
             except MoverError:
                 return
-            if not _boolean_answer(response):
+            if not boolean_answer(response):
                 return
             folder = folder.rsplit("/", 1)[0] or "/"
 
@@ -536,7 +337,7 @@ class WebHDFSMover(Mover):
     # -- attributes: FileStatus permission / owner / group -----------------------------------
     def attributes(self, key: str) -> dict[str, str]:
         what = self._what(key)
-        status = self._json(self._call("GET", self._path(key), "GETFILESTATUS", what), what)["FileStatus"]
+        status = json_body(self._call("GET", self._path(key), "GETFILESTATUS", what), what)["FileStatus"]
         if status.get("type") != "FILE":
             raise ObjectNotFound(f"{what}: not a regular file")
         return _attributes_of(status)
@@ -565,16 +366,12 @@ class WebHDFSMover(Mover):
             try:
                 self._call("PUT", path, "SETOWNER", what, **names)
                 return
-            except _AccessDenied:
+            except AccessDenied:
                 if "owner" not in names:
                     return
 
     def close(self) -> None:
-        self._session.close()
-
-
-class _AccessDenied(MoverError):
-    """The NameNode refused the operation (AccessControlException)."""
+        self._client.close()
 
 
 def _attributes_of(status: Mapping[str, Any]) -> dict[str, str]:
@@ -587,53 +384,3 @@ def _attributes_of(status: Mapping[str, Any]) -> dict[str, str]:
 
 def _join_path(parent: str, name: str) -> str:
     return f"/{name}" if parent == "/" else f"{parent}/{name}"
-
-
-def _boolean_answer(response: Any) -> bool:
-    try:
-        return bool(response.json().get("boolean"))
-    except ValueError:
-        return False
-    finally:
-        response.close()
-
-
-def _renamed(response: Any) -> bool:
-    """RENAME with options answers an empty 200; the boolean form ``{"boolean": ...}``."""
-    try:
-        text = response.text.strip()
-    finally:
-        response.close()
-    if not text:
-        return True
-    try:
-        return bool(json.loads(text).get("boolean"))
-    except (ValueError, AttributeError):
-        return False
-
-
-def _remote_error(response: Any, what: str) -> MoverError:
-    """Classify a failed WebHDFS response from its RemoteException (or its status)."""
-    status = response.status_code
-    exception, message = "", ""
-    try:
-        remote = response.json().get("RemoteException") or {}
-        exception, message = str(remote.get("exception", "")), str(remote.get("message", ""))
-    except (ValueError, AttributeError):
-        pass
-    detail = f"{exception}: {message}" if exception else f"HTTP {status}"
-    if exception == "FileNotFoundException" or (status == 404 and not exception):
-        return ObjectNotFound(f"{what}: not found")
-    if exception in _RETRYABLE_EXCEPTIONS:
-        return MoverError(f"{what}: {detail}", retryable=True)
-    if status == 401 or exception == "SecurityException":
-        return MoverError(
-            f"{what}: authentication failed ({detail})",
-            hint="check the tier's user / token options, or kinit for kerberos: true",
-        )
-    if exception == "AccessControlException":
-        return _AccessDenied(f"{what}: permission denied ({message})", hint="check the HDFS owner and mode")
-    error = MoverError(f"{what}: {detail}", retryable=status in _RETRYABLE_STATUS)
-    if exception == "UnsupportedOperationException" or "No enum constant" in message:
-        error.unsupported_op = True  # type: ignore[attr-defined]
-    return error
