@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tierbench import data, proc
 from tierbench.cases import Context
 from tierbench.data import MiB, TreeSpec
+from tierbench.servers import MotoServer, RcloneS3Server, S3Endpoint
 
 PROFILED = str(Path(__file__).resolve().parent / "tierbench" / "profiled.py")
-TARGETS = ("apply-small", "apply-large", "plan-1m", "scan-100k", "where")
+TARGETS = ("apply-small", "apply-large", "plan-1m", "scan-100k", "where", "apply-s3-moto", "apply-s3-rclone")
 
 # A setup makes a fresh policy file (with its index) and returns it; called twice per target.
 Setup = Callable[[], Path]
@@ -97,7 +98,23 @@ def main() -> int:
     def scan_setup(name: str, spec: TreeSpec) -> Setup:
         return lambda: ctx.policy(ctx.fresh_dir(name, "run"), {"src": {"url": str(ctx.tree(spec))}})
 
+    def s3_setup(name: str, spec: TreeSpec, server: S3Endpoint) -> Setup:
+        """local -> S3 on ``server``: a fresh bucket per setup, both tiers scanned."""
+        buckets = iter(range(1_000_000))
+
+        def setup() -> Path:
+            run = ctx.fresh_dir(name, "run")
+            bucket = f"prof-{next(buckets)}"
+            server.create_bucket(bucket)
+            dst = {"url": f"s3://{bucket}/bench", "options": server.tier_options()}
+            cfg = ctx.policy(run, {"src": {"url": str(ctx.tree(spec))}, "dst": dst})
+            ctx.tierctl(cfg, "scan")
+            return cfg
+
+        return setup
+
     apply_args = ["apply", "--yes", "--jobs", str(args.jobs), "--json"]
+    s3_spec = TreeSpec(1_000 if q else 10_000, 4096)
     targets: dict[str, tuple[Setup, list[str]]] = {
         "apply-small": (copy_setup("apply-small", TreeSpec(2_000 if q else 10_000, 4096)), apply_args),
         "apply-large": (
@@ -108,11 +125,21 @@ def main() -> int:
         "scan-100k": (scan_setup("scan-100k", TreeSpec(10_000 if q else 100_000, 512)), ["scan"]),
         "where": (index_setup("where", 10_000), ["where", data.key_of(1234)]),
     }
+    wanted = [name for name in TARGETS if not args.only or name in args.only.split(",")]
     try:
         for name, (setup, cmd) in targets.items():
-            if not args.only or name in args.only.split(","):
+            if name in wanted:
                 profiler.run(name, setup, cmd)
                 ctx.drop(name)
+        # S3 targets: the server runs in this process (moto) or as a child (rclone serve s3).
+        if "apply-s3-moto" in wanted:
+            with MotoServer() as moto:
+                profiler.run("apply-s3-moto", s3_setup("apply-s3-moto", s3_spec, moto), apply_args)
+        if "apply-s3-rclone" in wanted:
+            root = ctx.fresh_dir("apply-s3-rclone-server", "root")
+            log = work / "rclone-serve-s3.log"
+            with RcloneS3Server(ctx.rclone_bin, root, data.rclone_env(work), log) as served:
+                profiler.run("apply-s3-rclone", s3_setup("apply-s3-rclone", s3_spec, served), apply_args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"profiles in {out}")

@@ -130,8 +130,8 @@ class RcloneS3Server(S3Endpoint):
             proc.kill()
             proc.wait(10)
 
-    def create_bucket(self, bucket: str) -> None:
-        (self.root / bucket).mkdir()
+    # Buckets are made through the S3 API (the inherited ``create_bucket``): a folder made
+    # behind the server's back stays invisible while its directory cache holds the old root.
 
 
 def _wait_for_port(port: int, deadline: float) -> None:

@@ -1,36 +1,29 @@
-"""S3 and S3-compatible stores (``s3://bucket/prefix``) through s3fs/aiobotocore.
+"""S3 and S3-compatible stores (``s3://bucket/prefix``).
 
-Every request goes through ``S3FileSystem._call_s3`` (credentials, endpoint, region,
-requester-pays and s3fs's retries in one place); keys are passed as ``Key=`` parameters,
-never through fsspec path parsing, so ``#``, ``%``, ``+`` and spaces are plain characters.
+Two request paths, one set of options (credentials, endpoint, region, requester-pays):
+single-object HEAD, single-part PUT and DELETE go through the lean path
+(:mod:`.s3_requests`: botocore's signer over pooled ``http.client`` connections, 3-4x less
+CPU per request), everything else (listings, multipart uploads, copies, tags, reads,
+restores) through ``S3FileSystem._call_s3`` (s3fs/aiobotocore), which is imported only when
+first needed. Where the lean path cannot reproduce the s3fs setup, s3fs does it all. Keys
+are passed as ``Key=`` parameters or percent-encoded by botocore, never through fsspec path
+parsing, so ``#``, ``%``, ``+`` and spaces are plain characters.
 
-Content mtime
-    Kept as user metadata ``mtime`` in rclone's format (see :mod:`.objmeta`).
-    ListObjectsV2 returns no user metadata, and a HEAD per object is what makes naive
-    syncs slow, so :meth:`S3Mover.list` takes the mtime from the caller's ``known``
-    entries (the index) when the listing proves the object unchanged: same size and same
-    version token ``<ETag>@<LastModified>``. Any write, metadata change or storage-class
-    change moves LastModified, so a stale mtime is never reused. Objects not known that
-    way are HEADed, concurrently, and the listing stays in key order. So ``list`` and
-    ``stat`` always agree: the first scan of a foreign bucket costs one HEAD per object
-    (as rclone), every later scan costs HEADs only for new or changed objects.
-
-Tags and user metadata
-    Read only when ``want_metadata`` asks (a policy tests ``tag.KEY`` / ``meta.KEY``):
-    user metadata (``x-amz-meta-*`` but ``mtime``; names are lower case) from the HEAD
-    that new or changed objects get anyway, tags with one GetObjectTagging each. Unchanged
-    objects reuse what ``known`` holds, like their mtime, so a no-op re-scan sends neither.
-    S3 keeps LastModified and the ETag when only tags change (PutObjectTagging), so such a
-    change is seen once the object changes, or by a scan that does not offer ``known``
-    tags (``api.scan(refresh_metadata=True)``).
+Content mtime, tags and user metadata
+    Kept as user metadata ``mtime`` in rclone's format (see :mod:`.objmeta`); listings take
+    them from the caller's ``known`` entries where the listing proves an object unchanged
+    (:mod:`.s3_listing`).
 
 Verification
-    Objects up to ``part_size`` go up in one PUT (ETag = MD5); larger ones in exactly
+    Objects up to ``part_size`` go up in one PUT (ETag = MD5; the lean path also sends
+    Content-MD5, so the store refuses a body damaged on the way); larger ones in exactly
     ``part_size`` parts, so the ETag is computable on the stream: the internal digest
     ``s3etag-<part_size>`` (:mod:`.digest`) is the mover's native digest, and a copy is
     verified from the ETag the store returns without reading it back. (Objects so large
     that 10,000 parts of ``part_size`` do not hold them use a larger part and fall back to
-    a read-back.) Listings report ``md5:<etag>`` for single-part ETags only.
+    a read-back.) Listings report ``md5:<etag>`` for single-part ETags only. The written
+    entry comes from the store's answer to the upload, as a HEAD would give it: where the
+    answer carries Last-Modified (moto) no HEAD follows; else (AWS) one does, as rclone's.
 
 Archive classes
     GLACIER and DEEP_ARCHIVE objects are not readable until restored: reads raise
@@ -40,81 +33,42 @@ Archive classes
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import math
+import base64
+import builtins
+import hashlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tierctl.errors import MoverError, ObjectArchived, ObjectChanged, ObjectNotFound, UnsafeKey
+from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound
 from tierctl.model import Entry
 from tierctl.movers.attributes import only_attributes
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
 from tierctl.movers.objmeta import MTIME_KEY, format_float_mtime, mtime_from_metadata, split_bucket_url
 from tierctl.movers.options import StoreOptions
-
-MIB = 1 << 20
-DEFAULT_PART_SIZE = 64 * MIB
-MIN_PART_SIZE = 5 * MIB
-MAX_PARTS = 10_000
-COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's largest source; above it, multipart copy
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-STORAGE_CLASSES = frozenset(
-    {
-        "STANDARD",
-        "REDUCED_REDUNDANCY",
-        "STANDARD_IA",
-        "ONEZONE_IA",
-        "INTELLIGENT_TIERING",
-        "GLACIER",
-        "DEEP_ARCHIVE",
-        "GLACIER_IR",
-        "EXPRESS_ONEZONE",
-    }
+from tierctl.movers.s3_common import (
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    RESTORE_TIERS,
+    check_class,
+    part_size_for,
+    restore_state,
+    version_token,
 )
-RESTORE_TIERS = ("Expedited", "Standard", "Bulk")
-# Called on the writing thread with (key, upload id) as soon as ``write`` has started a
-# multipart upload, before any part is sent: the executor journals the id, so a run killed
-# mid-upload can have exactly its own upload aborted later (``abort_upload``).
-UPLOAD_STARTED: contextvars.ContextVar[Callable[[str, str], None] | None] = contextvars.ContextVar(
-    "tierctl_s3_upload_started", default=None
+from tierctl.movers.s3_common import (
+    UPLOAD_STARTED as UPLOAD_STARTED,
 )
-_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-# botocore/aiohttp failures of the connection itself (dropped mid-request or mid-answer):
-# retryable like a reset, though not all of them are OSErrors.
-_TRANSPORT_ERRORS = frozenset(
-    {
-        "HTTPClientError",
-        "ResponseStreamingError",
-        "IncompleteReadError",
-        "ClientPayloadError",
-        "ServerDisconnectedError",
-        "ProtocolError",
-    }
-)
+from tierctl.movers.s3_copy import COPY_LIMIT, copy_in_store
+from tierctl.movers.s3_errors import mover_error
+from tierctl.movers.s3_listing import page_entries
+from tierctl.movers.s3_multipart import upload_stream
 
+if TYPE_CHECKING:
+    from tierctl.movers.s3_requests import S3Requests
 
-def restore_state(storage_class: str | None, restore_header: str | None) -> str | None:
-    """``Restore`` header (HEAD) of an archived object -> archived | restoring | restored."""
-    if storage_class not in ARCHIVE_CLASSES:
-        return None
-    if not restore_header:
-        return "archived"
-    return "restoring" if 'ongoing-request="true"' in restore_header else "restored"
-
-
-def version_token(etag: str, last_modified: datetime) -> str:
-    # Listings give LastModified in ms, HEAD in whole seconds: compare whole seconds.
-    return f"{etag}@{int(last_modified.timestamp())}"
-
-
-def part_size_for(size: int, preferred: int) -> int:
-    """``preferred`` unless 10,000 parts of it cannot hold ``size``; then the next MiB up."""
-    if size <= preferred * MAX_PARTS:
-        return preferred
-    return math.ceil(size / MAX_PARTS / MIB) * MIB
+_LEAN_OFF = object()  # S3Mover._lean when the lean path is not used
 
 
 class S3Mover(Mover):
@@ -142,7 +96,55 @@ class S3Mover(Mover):
             read_metadata=("tags", "metadata"),
         )
         self._skipped: list[str] = []
-        self._fs = self._make_filesystem()
+        self._setup = threading.Lock()
+        self._filesystem: Any = None
+        self._lean: Any = None  # S3Requests, _LEAN_OFF, or None until first needed
+
+    @property
+    def _fs(self) -> Any:
+        """The s3fs filesystem, made on first use (importing s3fs costs ~0.35 s)."""
+        if self._filesystem is None:
+            with self._setup:
+                if self._filesystem is None:
+                    self._filesystem = self._make_filesystem()
+        return self._filesystem
+
+    def _requests(self) -> S3Requests | None:
+        """The lean request path, made on first use; None where s3fs must do it all."""
+        lean = self._lean
+        if lean is None:
+            from tierctl.movers.s3_requests import open_requests
+
+            with self._setup:
+                if self._lean is None:
+                    try:
+                        self._lean = open_requests(self.bucket, self.options) or _LEAN_OFF
+                    except Exception:
+                        self._lean = _LEAN_OFF  # s3fs sets up (or reports) the same options
+                lean = self._lean
+        return None if lean is _LEAN_OFF else lean
+
+    def _lean_call(self, what: str, call: Callable[[S3Requests], Any]) -> Any:
+        """``call`` on the lean path; ``_LEAN_OFF`` if that path is (or just became)
+        unusable for this store, so the caller sends the request through s3fs instead."""
+        from tierctl.movers.s3_requests import LeanUnavailable
+
+        lean = self._requests()
+        if lean is None:
+            return _LEAN_OFF
+        try:
+            return call(lean)
+        except LeanUnavailable:
+            self._lean = _LEAN_OFF  # a region redirect: aiobotocore follows those
+            lean.close()
+            return _LEAN_OFF
+        except Exception as exc:
+            raise mover_error(exc, what) from None
+
+    def close(self) -> None:
+        lean = self._lean
+        if lean is not None and lean is not _LEAN_OFF:
+            lean.close()
 
     def _make_filesystem(self) -> Any:
         import s3fs
@@ -197,7 +199,7 @@ class S3Mover(Mover):
         try:
             return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
         except Exception as exc:
-            raise _mover_error(exc, what) from None
+            raise mover_error(exc, what) from None
 
     def _full(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -224,6 +226,14 @@ class S3Mover(Mover):
     async def _head(self, key: str) -> dict[str, Any]:
         return await self._call("head_object", self._what(key), Key=self._full(key))
 
+    def _head_now(self, key: str) -> dict[str, Any]:
+        """HEAD from the calling thread: the lean path, else s3fs."""
+        full, what = self._full(key), self._what(key)
+        head = self._lean_call(what, lambda lean: lean.head(full))
+        if head is _LEAN_OFF:
+            head = self._run(self._head(key))
+        return head  # type: ignore[no-any-return]
+
     async def _tags(self, key: str) -> dict[str, str]:
         answer = await self._call("get_object_tagging", self._what(key), Key=self._full(key))
         return {tag["Key"]: tag["Value"] for tag in answer.get("TagSet") or ()}
@@ -244,72 +254,16 @@ class S3Mover(Mover):
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._run(self._call("list_objects_v2", f"listing {self.url}", **kwargs))
-            yield from self._run(self._page_entries(page.get("Contents", []), known))
+            yield from self._run(page_entries(self, page.get("Contents", []), known))
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
 
-    async def _page_entries(self, contents: list[dict[str, Any]], known: KnownEntries | None) -> list[Entry]:
-        listed: list[tuple[str, dict[str, Any]]] = []
-        for item in contents:
-            key = item["Key"][len(self.prefix) :]
-            if item["Key"].endswith("/"):
-                continue  # folder marker
-            try:
-                check_key(key)
-            except UnsafeKey:
-                self._skipped.append(key)
-                continue
-            listed.append((key, item))
-        slots = asyncio.Semaphore(self.capabilities.max_connections)
-        want_tags, want_meta = "tags" in self.want_metadata, "metadata" in self.want_metadata
-
-        async def resolve(key: str, item: dict[str, Any]) -> Entry | None:
-            etag = item["ETag"].strip('"')
-            token = version_token(etag, item["LastModified"])
-            previous = known(key) if known is not None else None
-            storage_class = item.get("StorageClass") or "STANDARD"
-            unchanged = previous is not None and previous.etag == token and previous.size == int(item["Size"])
-            # What the index knows of an unchanged object stands; only the rest is asked for.
-            need_head = not unchanged or (want_meta and previous is not None and previous.metadata is None)
-            need_tags = want_tags and (not unchanged or previous is None or previous.tags is None)
-            if not need_head:
-                assert previous is not None
-                status = item.get("RestoreStatus")
-                state = None
-                if storage_class in ARCHIVE_CLASSES and status is not None:
-                    state = "restoring" if status.get("IsRestoreInProgress") else "restored"
-                entry = Entry(
-                    key=key,
-                    size=int(item["Size"]),
-                    mtime=previous.mtime,
-                    checksum=None if "-" in etag else f"md5:{etag}",
-                    storage_class=storage_class,
-                    etag=token,
-                    restore_state=state,
-                    tags=previous.tags if want_tags else None,
-                    metadata=previous.metadata if want_meta else None,
-                )
-                if not need_tags:
-                    return entry
-            async with slots:
-                try:
-                    if need_head and need_tags:
-                        head, tags = await asyncio.gather(self._head(key), self._tags(key))
-                        return replace(self._entry(key, head), tags=tags)
-                    if need_head:
-                        entry = self._entry(key, await self._head(key))
-                        return replace(entry, tags=previous.tags) if want_tags and previous else entry
-                    return replace(entry, tags=await self._tags(key))
-                except ObjectNotFound:
-                    return None  # deleted since the listing
-
-        entries = await asyncio.gather(*(resolve(key, item) for key, item in listed))
-        return [e for e in entries if e is not None]
-
     def stat(self, key: str) -> Entry:
-        result: Entry = self._run(self._stat(key))
-        return result
+        if "tags" in self.want_metadata:
+            result: Entry = self._run(self._stat(key))
+            return result
+        return self._entry(key, self._head_now(key))
 
     def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         what = self._what(key)
@@ -322,7 +276,7 @@ class S3Mover(Mover):
                 except MoverError:
                     raise
                 except Exception as exc:
-                    raise _mover_error(exc, what) from None
+                    raise mover_error(exc, what) from None
                 if not chunk:
                     return
                 yield chunk
@@ -341,7 +295,7 @@ class S3Mover(Mover):
             try:
                 data: bytes = await response["Body"].read()
             except Exception as exc:
-                raise _mover_error(exc, what) from None
+                raise mover_error(exc, what) from None
             finally:
                 response["Body"].close()
             return data
@@ -360,79 +314,56 @@ class S3Mover(Mover):
         storage_class: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> Entry:
-        full = self._full(key)
-        what = self._what(key)
         user = {k.lower(): str(v) for k, v in (metadata or {}).items()}
         extra: dict[str, Any] = {"Metadata": {**user, MTIME_KEY: format_float_mtime(mtime)}}
         if storage_class:
-            extra["StorageClass"] = _check_class(storage_class)
+            extra["StorageClass"] = check_class(storage_class)
         part_size = part_size_for(size, self.part_size)
-        buffer = bytearray()
-        stream = iter(chunks)
-        upload_id: str | None = None
-        parts: list[dict[str, Any]] = []
-        try:
-            for chunk in stream:
-                buffer += chunk
-                while len(buffer) > part_size:
-                    if upload_id is None:
-                        self._abort_abandoned_uploads(full)
-                        created = self._run(self._call("create_multipart_upload", what, Key=full, **extra))
-                        upload_id = created["UploadId"]
-                        listener = UPLOAD_STARTED.get()
-                        if listener is not None:
-                            listener(key, upload_id)
-                    parts.append(self._upload_part(full, what, upload_id, len(parts) + 1, buffer[:part_size]))
-                    del buffer[:part_size]
-            if upload_id is None:
-                response = self._run(self._call("put_object", what, Key=full, Body=bytes(buffer), **extra))
-                etag = response["ETag"].strip('"')
-            else:
-                parts.append(self._upload_part(full, what, upload_id, len(parts) + 1, buffer))
-                response = self._run(
-                    self._call(
-                        "complete_multipart_upload",
-                        what,
-                        Key=full,
-                        UploadId=upload_id,
-                        MultipartUpload={"Parts": parts},
-                    )
-                )
-                etag = response["ETag"].strip('"')
-                upload_id = None
-        except BaseException:
-            if upload_id is not None:
-                self._abort(full, upload_id)
-            raise
-        entry = self.stat(key)
+        body, etag = upload_stream(self, key, chunks, extra, part_size)
+        if body is not None:
+            return self._put(key, body, extra, part_size)
+        assert etag is not None
+        return self._written(key, etag, part_size, None)
+
+    def _put(self, key: str, body: bytes, extra: dict[str, Any], part_size: int) -> Entry:
+        """One PUT: the lean path where its headers can carry ``extra``, else s3fs."""
+        full, what = self._full(key), self._what(key)
+        headers = _put_headers(body, extra)
+        answer: Any = _LEAN_OFF
+        if headers is not None:
+            answer = self._lean_call(what, lambda lean: lean.put(full, body, headers))
+        if answer is _LEAN_OFF:
+            response = self._run(self._call("put_object", what, Key=full, Body=body, **extra))
+            return self._written(key, response["ETag"].strip('"'), part_size, None)
+        from tierctl.movers.s3_requests import last_modified
+
+        etag = (answer.get("etag") or "").strip('"')
+        modified = last_modified(answer)
+        if not etag:
+            # No ETag in the answer: the stored object's, which the copy then verifies.
+            etag = str(self._head_now(key)["ETag"]).strip('"')
+        if modified is None:
+            return self._written(key, etag, part_size, None)
+        # The answer says all a HEAD would: what was sent, and when the store took it.
+        head = {
+            "ETag": etag,
+            "ContentLength": len(body),
+            "LastModified": modified,
+            "StorageClass": extra.get("StorageClass") or "STANDARD",
+            "Metadata": extra["Metadata"],
+        }
+        return self._written(key, etag, part_size, head)
+
+    def _written(self, key: str, etag: str, part_size: int, head: dict[str, Any] | None) -> Entry:
+        """The entry of the object just uploaded with ETag ``etag``, from ``head`` or a HEAD.
+        Its checksum is that ETag in the algorithm the bytes were uploaded with: a copy is
+        verified from it (``transfer.copy_verified``), without reading it back."""
+        entry = self._entry(key, head if head is not None else self._head_now(key))
         if not entry.etag or not entry.etag.startswith(etag + "@"):
-            raise ObjectChanged(f"{what} was overwritten by another writer while being written")
-        # The ETag in the algorithm the bytes were uploaded with: a copy is verified from it.
-        return _with_checksum(entry, f"s3etag-{part_size}:{etag}")
-
-    def _upload_part(
-        self, full: str, what: str, upload_id: str, number: int, data: bytes | bytearray
-    ) -> dict:
-        response = self._run(
-            self._call("upload_part", what, Key=full, UploadId=upload_id, PartNumber=number, Body=bytes(data))
-        )
-        return {"PartNumber": number, "ETag": response["ETag"]}
-
-    def _abort_abandoned_uploads(self, full: str) -> None:
-        """Abort incomplete multipart uploads of exactly ``full`` before starting one: a
-        writer killed mid-upload (SIGKILL, power loss) leaves its parts behind, stored and
-        billed but invisible. This writer is about to replace the object anyway; uploads of
-        keys never written again are left to a lifecycle rule (AbortIncompleteMultipartUpload)."""
-        with contextlib.suppress(MoverError):
-            listed = self._run(self._call("list_multipart_uploads", full, Prefix=full))
-            for upload in listed.get("Uploads", []):
-                if upload.get("Key") == full:
-                    self._abort(full, upload["UploadId"])
-
-    def _abort(self, full: str, upload_id: str) -> None:
-        # On failure, a lifecycle rule for incomplete uploads cleans up what this could not.
-        with contextlib.suppress(MoverError):
-            self._run(self._call("abort_multipart_upload", full, Key=full, UploadId=upload_id))
+            raise ObjectChanged(f"{self._what(key)} was overwritten by another writer while being written")
+        if "tags" in self.want_metadata:
+            entry = replace(entry, tags={})  # a PUT replaces the object's tags with none
+        return replace(entry, checksum=f"s3etag-{part_size}:{etag}")
 
     def abort_upload(self, key: str, upload_id: str) -> bool:
         """Abort one incomplete multipart upload of ``key`` (one this mover's ``write``
@@ -446,8 +377,10 @@ class S3Mover(Mover):
 
     def delete(self, key: str) -> None:
         # DeleteObject succeeds on absent keys; the contract reports them.
-        self.stat(key)
-        self._run(self._call("delete_object", self._what(key), Key=self._full(key)))
+        full, what = self._full(key), self._what(key)
+        self._head_now(key)
+        if self._lean_call(what, lambda lean: lean.delete(full)) is _LEAN_OFF:
+            self._run(self._call("delete_object", what, Key=full))
 
     # -- optional abilities -----------------------------------------------------------------
     def _same_store(self, other: Mover) -> bool:
@@ -464,84 +397,16 @@ class S3Mover(Mover):
         if not self._same_store(dst):
             raise Unsupported(f"{self.url} -> {dst.url}: not the same S3 store; stream the copy instead")
         assert isinstance(dst, S3Mover)
-        return self._run(self._copy(src_key, dst, dst_key, storage_class))
-
-    async def _copy(self, src_key: str, dst: S3Mover, dst_key: str, storage_class: str | None) -> Entry:
-        """CopyObject (multipart UploadPartCopy above ``copy_limit``) keeping the content mtime."""
-        head = await self._head(src_key)
-        source_class = head.get("StorageClass") or "STANDARD"
-        if restore_state(source_class, head.get("Restore")) in ("archived", "restoring"):
-            raise ObjectArchived(f"{self._what(src_key)} is in {source_class} and not restored")
-        size = int(head["ContentLength"])
-        source = {"Bucket": self.bucket, "Key": self._full(src_key), "IfMatch": head["ETag"]}
-        extra: dict[str, Any] = {"StorageClass": _check_class(storage_class or source_class)}
-        metadata = dict(head.get("Metadata") or {})
-        if mtime_from_metadata(metadata) is None:
-            # Pin the current (fallback) mtime, or the copy would look as young as its write.
-            metadata[MTIME_KEY] = format_float_mtime(head["LastModified"].timestamp())
-        extra["Metadata"] = metadata
-        if head.get("ContentType"):
-            extra["ContentType"] = head["ContentType"]
-        what = dst._what(dst_key)
-        full_dst = dst._full(dst_key)
-        if size <= self.copy_limit:
-            await dst._call(
-                "copy_object",
-                what,
-                Key=full_dst,
-                CopySource={"Bucket": source["Bucket"], "Key": source["Key"]},
-                CopySourceIfMatch=source["IfMatch"],
-                MetadataDirective="REPLACE",
-                **extra,
-            )
-        else:
-            await self._multipart_copy(source, size, dst, full_dst, what, extra)
-        return _entry_from_head(dst, dst_key, await dst._head(dst_key))
-
-    async def _multipart_copy(
-        self, source: dict[str, str], size: int, dst: S3Mover, full_dst: str, what: str, extra: dict[str, Any]
-    ) -> None:
-        part_size = max(part_size_for(size, dst.part_size), math.ceil(size / MAX_PARTS))
-        created = await dst._call("create_multipart_upload", what, Key=full_dst, **extra)
-        upload_id = created["UploadId"]
-        slots = asyncio.Semaphore(dst.capabilities.max_connections)
-
-        async def copy_part(number: int) -> dict[str, Any]:
-            start = (number - 1) * part_size
-            end = min(size, start + part_size) - 1
-            async with slots:
-                response = await dst._call(
-                    "upload_part_copy",
-                    what,
-                    Key=full_dst,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": source["Bucket"], "Key": source["Key"]},
-                    CopySourceIfMatch=source["IfMatch"],
-                    CopySourceRange=f"bytes={start}-{end}",
-                )
-            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
-
-        try:
-            parts = await asyncio.gather(*(copy_part(n) for n in range(1, math.ceil(size / part_size) + 1)))
-            await dst._call(
-                "complete_multipart_upload",
-                what,
-                Key=full_dst,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": list(parts)},
-            )
-        except BaseException:
-            with contextlib.suppress(MoverError):
-                await dst._call("abort_multipart_upload", what, Key=full_dst, UploadId=upload_id)
-            raise
+        result: Entry = self._run(copy_in_store(self, src_key, dst, dst_key, storage_class))
+        return result
 
     def set_storage_class(self, key: str, storage_class: str) -> Entry:
         """CopyObject onto itself with the new class; content, mtime and metadata stay."""
         current = self.stat(key)
-        if current.storage_class == _check_class(storage_class):
+        if current.storage_class == check_class(storage_class):
             return current
-        return self._run(self._copy(key, self, key, storage_class))
+        result: Entry = self._run(copy_in_store(self, key, self, key, storage_class))
+        return result
 
     def restore(self, key: str, *, days: int, tier: str) -> None:
         """RestoreObject: a readable copy for ``days`` days, retrieved at ``tier`` speed.
@@ -570,18 +435,10 @@ class S3Mover(Mover):
 
     def attributes(self, key: str) -> dict[str, str]:
         """The attributes recorded as ``x-amz-meta-mode`` / ``-uid`` / ``-gid`` / ``-owner`` / ``-group``."""
-        return only_attributes(self._run(self._head(key)).get("Metadata"))
+        return only_attributes(self._head_now(key).get("Metadata"))
 
-    def skipped_keys(self) -> list[str]:
+    def skipped_keys(self) -> builtins.list[str]:
         return list(self._skipped)
-
-
-def _entry_from_head(mover: S3Mover, key: str, head: dict[str, Any]) -> Entry:
-    return mover._entry(key, head)
-
-
-def _with_checksum(entry: Entry, checksum: str) -> Entry:
-    return replace(entry, checksum=checksum)
 
 
 def _user_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
@@ -589,58 +446,16 @@ def _user_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (metadata or {}).items() if k.lower() != MTIME_KEY}
 
 
-def _check_class(storage_class: str) -> str:
-    if storage_class not in STORAGE_CLASSES:
-        raise Unsupported(
-            f"S3 has no storage class {storage_class!r}",
-            hint=f"use one of: {', '.join(sorted(STORAGE_CLASSES))}",
-        )
-    return storage_class
-
-
-def _client_error(exc: BaseException) -> tuple[str, int] | None:
-    """(error code, HTTP status) of a botocore ClientError, through s3fs's translation."""
-    for candidate in (exc, exc.__cause__, exc.__context__):
-        response = getattr(candidate, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            code = str(response["Error"].get("Code", ""))
-            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            return code, status
-    return None
-
-
-def _mover_error(exc: BaseException, what: str) -> MoverError:
-    """Classify an S3 failure. Messages name the object and the S3 error code only: no
-    request parameters, headers or credentials."""
-    if isinstance(exc, MoverError):
-        return exc
-    found = _client_error(exc)
-    if found is not None:
-        code, status = found
-        if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"):
-            return ObjectNotFound(f"{what}: not found")
-        if code == "NoSuchBucket":
-            return MoverError(f"{what}: the bucket does not exist", hint="create it or fix the tier URL")
-        if code == "InvalidObjectState":
-            return ObjectArchived(f"{what}: archived, not readable until restored")
-        if code in ("PreconditionFailed", "412") or status == 412:
-            return ObjectChanged(f"{what} changed while being read or copied")
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403") or status == 403:
-            return MoverError(
-                f"{what}: access denied ({code})",
-                hint="check the tier's credentials (options key/secret, profile or the environment)",
-            )
-        return MoverError(f"{what}: S3 error {code} (HTTP {status})", retryable=status in _RETRYABLE_STATUS)
-    if isinstance(exc, FileNotFoundError):
-        return ObjectNotFound(f"{what}: not found")
-    if isinstance(exc, PermissionError):
-        return MoverError(f"{what}: access denied", hint="check the tier's credentials")
-    name = type(exc).__name__
-    if (
-        isinstance(exc, (ConnectionError, TimeoutError, OSError))
-        or "Connect" in name
-        or "Timeout" in name
-        or name in _TRANSPORT_ERRORS
-    ):
-        return MoverError(f"{what}: cannot reach the store ({name})", retryable=True)
-    return MoverError(f"{what}: {name}", retryable=False)
+def _put_headers(body: bytes, extra: dict[str, Any]) -> dict[str, str] | None:
+    """The lean PUT's headers for ``put_object(**extra)``; None when a value cannot travel
+    as a plain ASCII header (botocore refuses non-ASCII metadata: so does the s3fs path)."""
+    headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode("ascii")}
+    for name, value in extra["Metadata"].items():
+        headers[f"x-amz-meta-{name}"] = value
+    if extra.get("StorageClass"):
+        headers["x-amz-storage-class"] = extra["StorageClass"]
+    for name, value in headers.items():
+        plain = name.isascii() and name.isprintable() and value.isascii() and value.isprintable()
+        if not plain or " " in name or ":" in name:
+            return None
+    return headers
