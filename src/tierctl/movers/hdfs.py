@@ -61,13 +61,13 @@ from urllib.parse import unquote, urlsplit
 
 from tierctl.errors import ConfigError, MissingDependency, MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
-from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
+from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported
+from tierctl.movers.hdfs_paths import TEMP_PREFIX, HdfsPaths
 from tierctl.movers.options import expand_references, positive_int_option, reject_unknown
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileInfo, FileSystem
 
-TEMP_PREFIX = ".tierctl-tmp-"  # the webhdfs:// mover's temp names: never listed
 DEFAULT_MAX_CONNECTIONS = 8
 # libhdfs turns a Java exception it has no errno for into EINTERNAL (255): mostly I/O
 # trouble (a DataNode gone, a standby NameNode), worth the retry wrapper's bounded attempts.
@@ -140,7 +140,7 @@ class HdfsOptions:
         return f"HdfsOptions({', '.join(shown)})"
 
 
-class HdfsMover(Mover):
+class HdfsMover(HdfsPaths, Mover):
     """One HDFS folder through pyarrow's FileSystem interface (see the module docs).
 
     Built by the registry as ``HdfsMover(url, **options)``, which connects with
@@ -189,20 +189,6 @@ class HdfsMover(Mover):
         return f"HdfsMover({self.url!r}, {self.options!r})"
 
     # -- plumbing -----------------------------------------------------------------------
-    def _path(self, key: str) -> str:
-        key = check_key(key)
-        if ":" in key:
-            raise UnsafeKey(f"unsafe key {key!r}: HDFS refuses ':' in names")
-        return self._join(key)
-
-    def _join(self, relative: str) -> str:
-        if not relative:
-            return self.root
-        return f"{self.root.rstrip('/')}/{relative}"
-
-    def _what(self, key: str) -> str:
-        return f"{self.url}/{key}"
-
     def _info(self, key: str) -> FileInfo:
         """The FileInfo of a key that is a regular file; ObjectNotFound otherwise."""
         from pyarrow import fs as pafs

@@ -49,7 +49,8 @@ from urllib.parse import unquote, urlsplit
 from tierctl.errors import ConfigError, MoverError, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
 from tierctl.movers import attributes as posix
-from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
+from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported
+from tierctl.movers.hdfs_paths import TEMP_PREFIX, HdfsPaths
 from tierctl.movers.webhdfs_client import KNOWN_OPTIONS as KNOWN_OPTIONS  # re-exported, as every mover's
 from tierctl.movers.webhdfs_client import (
     AccessDenied,
@@ -60,12 +61,11 @@ from tierctl.movers.webhdfs_client import (
     renamed,
 )
 
-TEMP_PREFIX = ".tierctl-tmp-"
 ABANDONED_TEMP_AGE = 24 * 3600.0  # temp files older than this are a killed writer's: removed
 DEFAULT_PORTS = {"webhdfs": 9870, "swebhdfs": 9871}
 
 
-class WebHDFSMover(Mover):
+class WebHDFSMover(HdfsPaths, Mover):
     """One HDFS directory through WebHDFS or HttpFS."""
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -97,20 +97,6 @@ class WebHDFSMover(Mover):
         return f"WebHDFSMover({self.url!r}, {self.options!r})"
 
     # -- plumbing -----------------------------------------------------------------------
-    def _path(self, key: str) -> str:
-        key = check_key(key)
-        if ":" in key:
-            raise UnsafeKey(f"unsafe key {key!r}: HDFS refuses ':' in names")
-        return self._join(key)
-
-    def _join(self, relative: str) -> str:
-        if not relative:
-            return self.root
-        return f"{self.root.rstrip('/')}/{relative}"
-
-    def _what(self, key: str) -> str:
-        return f"{self.url}/{key}"
-
     def _call(
         self, method: str, path: str, op: str, what: str, *, expect: tuple[int, ...] = (200,), **params: str
     ) -> Any:
