@@ -246,7 +246,7 @@ def _run_units(
     movers: Mapping[str, Mover],
     options: ApplyOptions,
     events: Events,
-    stopping: Callable[[], bool] | None = None,
+    stopping: Callable[[], bool],
 ) -> Iterator[list[list[ActionResult]]]:
     """Yield the results of finished units in batches (one index transaction per batch,
     not per object): every ``RECORD_EVERY`` seconds or ``RECORD_BATCH`` units, and at once
@@ -259,9 +259,7 @@ def _run_units(
     halt = threading.Event()
 
     def halted() -> bool:
-        return halt.is_set() or (
-            stopping() if stopping is not None else bool(options.stop and options.stop.is_set())
-        )
+        return halt.is_set() or stopping()
 
     jobs = max(1, options.jobs)
     inbox: SimpleQueue[Any] = SimpleQueue()

@@ -152,8 +152,12 @@ class LocalMover(Mover):
 
     # -- required core ------------------------------------------------------------------
     def _path(self, key: str) -> str:
-        # A checked key has no empty, '.' or '..' segment and no leading '/'.
-        return f"{self.root}/{check_key(key)}" if os.sep == "/" else os.path.join(self.root, *key.split("/"))
+        return self._join(check_key(key))
+
+    def _join(self, key: str) -> str:
+        """The file of a key that passed :func:`check_key` (no empty, '.' or '..' segment,
+        no leading '/')."""
+        return f"{self.root}/{key}" if os.sep == "/" else os.path.join(self.root, *key.split("/"))
 
     def list(self, prefix: str = "", *, known: KnownEntries | None = None) -> Iterator[Entry]:
         want = self.want_metadata
@@ -162,7 +166,7 @@ class LocalMover(Mover):
                 if not want:
                     yield Entry(key, size, mtime, atime=atime)
                     continue
-                path = os.path.join(self.root, *key.split("/"))
+                path = self._join(key)  # the walk checked it
                 try:
                     metadata = user_xattrs(path) if "metadata" in want and _HAS_XATTRS else None
                 except FileNotFoundError:
