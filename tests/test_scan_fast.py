@@ -315,6 +315,24 @@ def test_a_folder_that_became_a_symlink_is_skipped_and_reported(tmp_path: Path) 
     assert walk.skipped == ["logs/sub"]
 
 
+def test_a_folder_removed_while_the_walk_runs_is_left_out(tmp_path: Path) -> None:
+    """A subfolder removed between reading its parent and opening it holds no files any
+    more: the walk goes on (as for a file that vanishes before its stat), it does not fail
+    the whole scan."""
+    hot = tmp_path / "hot"
+    for key in ("logs/a.log", "logs/gone/b.log", "logs/z/c.log"):
+        write_file(hot, key, b"1", T0)
+    (hot / "logs" / ".tierctl-tmp-1-x").write_bytes(b"")
+
+    def is_temp(entry: os.DirEntry[str], fd: int) -> bool:
+        shutil.rmtree(hot / "logs" / "gone")  # after the parent's listing, before the walk opens it
+        return True
+
+    walk = FolderWalk(str(hot), ".tierctl-tmp-", is_temp)
+    assert [f[0] for batch in walk.batches("logs/") for f in batch] == ["logs/a.log", "logs/z/c.log"]
+    assert walk.skipped == []
+
+
 def test_listing_errors_name_the_folder(tmp_path: Path) -> None:
     write_file(tmp_path / "hot", "logs/sub/a", b"1", T0)
     os.chmod(tmp_path / "hot" / "logs" / "sub", 0)

@@ -41,8 +41,9 @@ class FolderWalk:
     ``temp_prefix`` is a temp file to leave out (the mover's rule; it may remove the file,
     relative to ``folder_fd``). Symlinks,
     sockets, fifos, devices and keys that fail ``check_key`` are left out and collect in
-    ``skipped``. A file that vanishes between reading its folder and its stat is left
-    out; other ``OSError``s propagate, named by the folder's full path.
+    ``skipped``. A file that vanishes between reading its folder and its stat, and a
+    subfolder removed before it is opened, are left out; other ``OSError``s propagate,
+    named by the folder's full path.
     """
 
     def __init__(self, root: str, temp_prefix: str, is_temp: Callable[[os.DirEntry[str], int], bool]) -> None:
@@ -74,6 +75,8 @@ class FolderWalk:
             if parent_fd is not None and exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 self.skipped.append(rel_base.rstrip("/"))  # no longer a folder: a symlink now?
                 return
+            if parent_fd is not None and exc.errno == errno.ENOENT:
+                return  # removed since its parent was read: its files are gone, as a vanished file's
             raise OSError(exc.errno, exc.strerror, path) from exc
         try:
             entries, names = self._sorted_entries(path, fd, name_prefix)
