@@ -37,6 +37,7 @@ from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
 from tierctl.movers.attributes import only_attributes
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
+from tierctl.movers.classes import check_storage_class
 from tierctl.movers.objmeta import (
     GSUTIL_MTIME_KEY,
     MTIME_KEY,
@@ -246,7 +247,7 @@ class GCSMover(Mover):
             },
         }
         if storage_class:
-            resource["storageClass"] = _check_class(storage_class)
+            resource["storageClass"] = check_class(storage_class)
         stream = iter(chunks)
         buffer = bytearray()
         for chunk in stream:
@@ -353,7 +354,7 @@ class GCSMover(Mover):
             metadata[MTIME_KEY] = format_rfc3339_mtime(fallback)
         body["metadata"] = metadata
         if storage_class:
-            body["storageClass"] = _check_class(storage_class)
+            body["storageClass"] = check_class(storage_class)
         what = dst._what(dst_key)
         params: dict[str, Any] = {"sourceGeneration": source["generation"]}
         while True:
@@ -384,7 +385,7 @@ class GCSMover(Mover):
 
     def set_storage_class(self, key: str, storage_class: str) -> Entry:
         current = self.stat(key)
-        if current.storage_class == _check_class(storage_class):
+        if current.storage_class == check_class(storage_class):
             return current
         return self._rewrite(key, self, key, storage_class)
 
@@ -401,13 +402,8 @@ def _user_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     return {k: str(v) for k, v in (metadata or {}).items() if k not in (MTIME_KEY, GSUTIL_MTIME_KEY)}
 
 
-def _check_class(storage_class: str) -> str:
-    if storage_class not in STORAGE_CLASSES:
-        raise Unsupported(
-            f"GCS has no storage class {storage_class!r}",
-            hint=f"use one of: {', '.join(sorted(STORAGE_CLASSES))}",
-        )
-    return storage_class
+def check_class(storage_class: str) -> str:
+    return check_storage_class("GCS", storage_class, STORAGE_CLASSES)
 
 
 def _mover_error(exc: BaseException, what: str) -> MoverError:

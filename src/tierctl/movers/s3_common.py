@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
-from tierctl.movers.base import Unsupported
+from tierctl.movers.classes import check_storage_class
 
 MIB = 1 << 20
 DEFAULT_PART_SIZE = 64 * MIB
@@ -59,9 +59,4 @@ def part_size_for(size: int, preferred: int) -> int:
 
 
 def check_class(storage_class: str) -> str:
-    if storage_class not in STORAGE_CLASSES:
-        raise Unsupported(
-            f"S3 has no storage class {storage_class!r}",
-            hint=f"use one of: {', '.join(sorted(STORAGE_CLASSES))}",
-        )
-    return storage_class
+    return check_storage_class("S3", storage_class, STORAGE_CLASSES)

@@ -15,6 +15,7 @@ from typing import Any
 
 from tierctl.errors import ConfigError, ConfigErrors
 from tierctl.movers.digest import ALGORITHMS
+from tierctl.movers.registry import TierTarget, check_tier
 from tierctl.policies.loader_policies import analyse, check_read_only_tiers, parse_classes, parse_policies
 from tierctl.policies.loader_yaml import Checker, LocatedDoc, Path, read_document
 from tierctl.policies.model import Config, Dataset, Tier, TierCost
@@ -150,8 +151,16 @@ class _Validator(Checker):
                 tiers[name] = Tier(
                     name, self.resolve_url(url), storage_class, str(mover), options, days, speed, cost
                 )
+                self.check_mover(tiers[name], where)
         self.check_tier_overlap(tiers)
         return tiers
+
+    def check_mover(self, tier: Tier, where: Path) -> None:
+        """What opening the tier's mover would reject (options, storage class, URL scheme),
+        found here, offline, so that it is located in the file and `validate` catches it."""
+        target = TierTarget(tier.name, tier.url, tier.mover, tier.options)
+        for problem in check_tier(target, tier.storage_class):
+            self.problem((*where, *problem.field), problem.message, problem.hint, key=problem.at_key)
 
     def restore_settings(self, value: Any, where: Path, tier: str) -> tuple[int, str]:
         """``restore: {days: 7, tier: Standard}``: how long a restored copy of an archived
