@@ -98,10 +98,20 @@ def test_time_in_class_counts_from_tierctls_transition(tmp_path: Path, moto: Mot
     assert plan.cost is not None
     assert plan.cost["one_time"]["early_deletion"] == pytest.approx(full_fee, rel=1e-3)
 
-    # A move to DEEP_ARCHIVE: the archived object is restored first (planned and applied
-    # as the policy says), then the transition out of GLACIER is held by the guard.
+    # A move to DEEP_ARCHIVE: the archived object would be restored first, but only for the
+    # transition out of GLACIER, which the guard holds: the restore is held with it.
     to_deep = _config(tmp_path, bucket, moto, '{when: "true", place: [deep]}')
     plan = api.plan(api.load(to_deep))
+    assert plan.actions == []
+    [skipped] = plan.cost["skipped"] if plan.cost else []
+    assert (skipped["op"], skipped["source"], skipped["target"]) == ("restore", None, "glacier")
+    assert skipped["reason"] == (
+        "it is only needed for the transition glacier -> deep, which the guard holds: its placement"
+        " on tier 'glacier' (default S3 GLACIER) last changed 0 days ago; leaving that class before"
+        " its 90-day minimum storage duration bills the other 90 days on top of tier 'deep'"
+    )
+    # With --allow-costly the restore is made; the transition out is held once it is done.
+    plan = api.plan(api.load(to_deep), allow_costly=True)
     assert [a.op for a in plan.actions] == ["restore"]
     assert api.apply(api.load(to_deep), plan).failed == 0
     plan = api.plan(api.load(to_deep))

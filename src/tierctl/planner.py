@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tierctl.errors import DeleteLimitExceeded
@@ -94,6 +94,17 @@ def make_plan(
     if not force:
         tally.check(config)
     return plan
+
+
+def after_restore(config: Config, obj: ObjectSnapshot, restore: Action, now: float) -> list[Action]:
+    """What a later run would plan for ``obj`` once the placement ``restore`` asks for is
+    readable: the copies and transitions the restore is made for (the cost guard weighs
+    them before the restore is paid for)."""
+    placements = tuple(
+        replace(p, restore_state="restored") if p.tier == restore.target else p for p in obj.placements
+    )
+    tier_order = {name: i for i, name in enumerate(config.tiers)}
+    return list(plan_object(config, replace(obj, placements=placements), now, _Ids(), tier_order))
 
 
 def plan_object(

@@ -264,7 +264,10 @@ class Index:
         """Record a copy of ``key`` written to ``tier``. The copy carries the object's tags
         and metadata: the entry's where it has them, else those recorded for the ``source``
         tier, else those of another present placement of the same content (the planner copies
-        only the current version), else unknown."""
+        only the current version), else unknown. A copy over a placement the index already
+        has sets ``changed_at`` to ``now``: the new content's time in the tier's class
+        (minimum storage durations, early-deletion fees) counts from the overwrite, not from
+        when the placement was first seen."""
         inherited = (
             "SELECT {col} FROM placements WHERE dataset = :dataset AND key = :key AND tier != :tier"
             " AND state = 'present' AND {col} IS NOT NULL AND size = :size AND abs(mtime - :mtime) <= :window"
@@ -278,7 +281,7 @@ class Index:
             f" coalesce(:meta, ({inherited.format(col='meta')})))"
             " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
             " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
-            " state = 'present', verified_at = excluded.verified_at, changed_at = NULL,"
+            " state = 'present', verified_at = excluded.verified_at, changed_at = :now,"
             " restore_state = excluded.restore_state, tags = excluded.tags, meta = excluded.meta",
             {
                 "dataset": dataset,
