@@ -18,6 +18,7 @@ import os
 import secrets
 import stat as stat_module
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
@@ -117,6 +118,14 @@ def path_from_url(url: str) -> str:
     return unquote(parts.path)
 
 
+def parse_options(options: Mapping[str, Any], *, url: str) -> bool | None:
+    """A local tier's options, checked: ``read_back`` (None: the file system decides). The
+    policy loader calls this offline (the registry's ``parse_options``), the mover when built."""
+    reject_unknown(options, KNOWN_OPTIONS, url=url)
+    read_back = options.get("read_back")
+    return None if read_back is None else boolean_option(read_back, "read_back", url)
+
+
 class LocalMover(Mover):
     """A tier that is a folder on a local or mounted file system.
 
@@ -135,14 +144,12 @@ class LocalMover(Mover):
     def __init__(self, url: str, **options: object) -> None:
         """Option ``read_back``: verify copies by reading the written file back (default:
         only where the tier is not on a local disk file system; see ``verified_writes``)."""
-        reject_unknown(options, KNOWN_OPTIONS, url=url)
+        read_back = parse_options(options, url=url)
         self.url = url
         self.root = os.path.abspath(path_from_url(url))
         self._real_root = os.path.realpath(self.root)
-        if options.get("read_back") is None:
+        if read_back is None:
             read_back = file_system_type(self.root) not in _DISK_FILE_SYSTEMS
-        else:
-            read_back = boolean_option(options["read_back"], "read_back", url)
         self.capabilities = dataclasses.replace(self.capabilities, verified_writes=not read_back)
         self._skipped: list[str] = []
         self.removed_temp_files = 0

@@ -66,7 +66,7 @@ _SCHEMES: dict[str, MoverSpec] = {
     "file": MoverSpec(
         "tierctl.movers.local:LocalMover",
         known_options="tierctl.movers.local:KNOWN_OPTIONS",
-        parse_options="tierctl.movers.local_options:parse",
+        parse_options="tierctl.movers.local:parse_options",
     ),
     "s3": _S3,
     "s3a": _S3,
