@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from tierctl.movers.registry import read_only_reason
-from tierctl.policies import analysis, expr
+from tierctl.policies import expr
 from tierctl.policies.loader_yaml import Checker, Path
 from tierctl.policies.model import Config, Copies, Dataset, DeleteLimit, Policy, Rule, Tier
 from tierctl.policies.units import parse_duration
@@ -179,7 +179,7 @@ def _rules(
             guards.append(expr.Compare("age", ">=", min_age, text))
         if condition is None or when is None or not (place or copies or delete):
             continue
-        if delete and min_age is None and analysis.min_age_bound(condition) <= 0:
+        if delete and min_age is None and _analysis().min_age_bound(condition) <= 0:
             v.problem(
                 (*rule_where, "delete"),
                 f"policy {policy!r} rule {i + 1}: delete without a guard",
@@ -301,6 +301,7 @@ def _when_text(value: Any) -> str | None:
 
 def analyse(v: Checker, config: Config) -> None:
     """Shadowed and never-matching rules; policies deciding the same objects differently."""
+    analysis = _analysis()
     for i, policy in enumerate(config.policies):
         for problem in analysis.rule_problems(policy):
             where: Path = ("policies", i, "rules", problem.rule.index - 1)
@@ -343,3 +344,11 @@ def check_read_only_tiers(
                         "it can be a dataset's home (scanned, read, moved from); to write to"
                         " the cluster, declare the tier as webhdfs://NAMENODE:9870/PATH",
                     )
+
+
+def _analysis() -> Any:
+    """The rule analysis, imported when a file needs it (`validate`, a delete rule): loading
+    a policy file for `where` or `--help` does not pay for it (~25 ms)."""
+    from tierctl.policies import analysis
+
+    return analysis
