@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tierctl import api
+from tierctl.movers.s3_conditional import PROBE_PREFIX
 
 from .reliability import (
     TEMP_PREFIX,
@@ -67,8 +68,10 @@ def _kill_points(proc_box: list[Any]) -> list[tuple[str, Any]]:
         ("1.5 s into the run", 1.5),
         ("PutObject #120, after the store stored it", at("PutObject", 120, after_forward=True)),
         ("GetObject #1 (reading back an existing copy)", at("GetObject", 1)),
-        ("2.5 s into the run", 2.5),
-        ("PutObject #200, before", at("PutObject", 200)),
+        # Late in the series little work is left (a run without a HEAD before each PUT ends
+        # within ~2 s): these points come early in their run.
+        ("0.7 s into the run", 0.7),
+        ("PutObject #40, before", at("PutObject", 40)),
     ]
 
 
@@ -86,6 +89,8 @@ def _check_after_kill(
             assert data == originals[key], f"{tier}/{key} holds other bytes than the original"
     s3_intact = set()
     for key, item in listed.items():
+        if key.startswith(PROBE_PREFIX):
+            continue  # a conditional-create probe the kill interrupted: a later create removes it
         etag = item["ETag"].strip('"')
         if "-" in etag:
             assert s3_bytes(server, bucket, key) == originals[key], f"s3/{key} differs (multipart)"
@@ -194,7 +199,7 @@ def test_sigkill_at_many_points_local_and_s3_loses_nothing(
 
     # Converged: every object exactly where declared, with its original bytes.
     listed = s3_objects(moto, bucket)
-    assert set(listed) == to_s3
+    assert {k for k in listed if not k.startswith(PROBE_PREFIX)} == to_s3
     for key in to_s3:
         assert s3_bytes(moto, bucket, key) == originals[key]
     assert local_files(tmp_path / "hot") == {}

@@ -26,6 +26,7 @@ from tierctl.errors import MoverError, ObjectNotFound, VerificationFailed
 from tierctl.movers.local import LocalMover
 from tierctl.movers.objmeta import format_float_mtime
 from tierctl.movers.s3 import S3Mover
+from tierctl.movers.s3_conditional import PROBE_PREFIX
 from tierctl.movers.transfer import copy_verified
 
 from .reliability import (
@@ -347,11 +348,18 @@ def test_apply_sends_a_put_per_object_and_the_noop_one_listing(
     result = tierctl("-c", config, "apply", "--yes", "--json", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["done"] == files
-    ops = [e.request.operation for e in proxy.log[before:]]
-    # One PUT per object and no HEAD after it; the one HEAD per object is the executor's
-    # check that the target is absent before it writes.
-    assert ops.count("PutObject") == files and ops.count("HeadObject") == files
-    assert len(ops) == 2 * files, sorted(set(ops))
+    # One conditional PUT per object (If-None-Match: *, which moto enforces) and no HEAD,
+    # before or after; first the mover's one probe of the store: delete a killed run's
+    # probe, create, refused, delete.
+    probe = [e for e in proxy.log[before:] if PROBE_PREFIX in e.request.path]
+    assert [(e.request.operation, e.status) for e in probe] == [
+        ("DeleteObject", 204),
+        ("PutObject", 200),
+        ("PutObject", 412),
+        ("DeleteObject", 204),
+    ]
+    ops = [e.request.operation for e in proxy.log[before:] if PROBE_PREFIX not in e.request.path]
+    assert ops == ["PutObject"] * files, sorted(set(ops))
     # Nothing changed: the no-op re-run lists the bucket once and asks nothing per object.
     before = len(proxy.log)
     noop = tierctl("-c", config, "apply", "--refresh", "--yes", "--json", timeout=120)

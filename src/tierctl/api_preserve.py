@@ -182,6 +182,7 @@ class PreservingMover(MoverWrapper):
         durable: bool = False,
         storage_class: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> Entry:
         wanted = self.preservation.select(self.source.attributes(key))
         stored = self.inner.write(
@@ -192,6 +193,7 @@ class PreservingMover(MoverWrapper):
             durable=durable,
             storage_class=storage_class,
             metadata={**(metadata or {}), **wanted} or None,
+            **({"if_absent": True} if if_absent else {}),  # only to movers that take it
         )
         self._check(key, wanted)
         return stored

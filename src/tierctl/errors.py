@@ -105,6 +105,10 @@ class ObjectNotFound(MoverError):
     """The object does not exist on that tier."""
 
 
+class ObjectExists(MoverError):
+    """A write that must create its object found one already there (``write(if_absent=True)``)."""
+
+
 class ObjectChanged(MoverError):
     """The object is not what the plan expected (changed since it was planned)."""
 

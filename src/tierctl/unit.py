@@ -19,6 +19,7 @@ from typing import Any
 from tierctl.errors import (
     ObjectArchived,
     ObjectChanged,
+    ObjectExists,
     ObjectNotFound,
     TierctlError,
     VerificationFailed,
@@ -68,15 +69,24 @@ def _stat_or_none(mover: Mover, key: str) -> Entry | None:
 
 class _JournaledWrites(MoverWrapper):
     """The target of one copy: reports when its write starts and returns, and the id of
-    any multipart upload the store starts on the way."""
+    any multipart upload the store starts on the way. ``if_absent``: every write is one."""
 
-    def __init__(self, inner: Mover, note: Callable[[str, dict[str, Any] | None, bool], None]) -> None:
+    def __init__(
+        self,
+        inner: Mover,
+        note: Callable[[str, dict[str, Any] | None, bool], None],
+        *,
+        if_absent: bool = False,
+    ) -> None:
         super().__init__(inner)
         self.note = note
+        self.if_absent = if_absent
 
     def write(self, key: str, chunks: Iterable[bytes], **options: Any) -> Entry:
         from tierctl.movers.s3 import UPLOAD_STARTED
 
+        if self.if_absent:
+            options["if_absent"] = True
         self.note("copying", None, False)
         token = UPLOAD_STARTED.set(
             lambda _key, upload_id: self.note("uploading", {"upload_id": upload_id}, True)
@@ -180,9 +190,23 @@ class Unit:
         return not self.stop.wait(delay)
 
     def copy(self, a: Action) -> ActionResult:
+        # Planned onto an absent target of a store that can refuse to replace an object: the
+        # write itself checks, no stat first (on small objects that stat is every other
+        # request). An object that appeared since the scan, or a source that is gone (the
+        # target may be all there is), is then handled as it always is, from a stat.
+        # (A copy an interrupted run verified is most likely there: stat it, send no bytes.)
+        target = self.movers[a.target]
+        if a.expect is None and target.capabilities.conditional_create and a.id not in self.proofs:
+            try:
+                return self._copy(a, create_only=True)
+            except (ObjectExists, ObjectNotFound):
+                pass
+        return self._copy(a, create_only=False)
+
+    def _copy(self, a: Action, *, create_only: bool) -> ActionResult:
         assert a.source is not None
         src, dst = self.movers[a.source], self.movers[a.target]
-        existing = _stat_or_none(dst, a.key)
+        existing = None if create_only else _stat_or_none(dst, a.key)
         if existing is not None:
             if _holds(existing, a.size, a.mtime):
                 proof = self.proofs.get(a.id)
@@ -205,7 +229,9 @@ class Unit:
         result = copy_verified(
             src,
             a.key,
-            _JournaledWrites(dst, lambda step, detail, durable: self.note(a, step, detail, durable)),
+            _JournaledWrites(
+                dst, lambda step, detail, durable: self.note(a, step, detail, durable), if_absent=create_only
+            ),
             expected=Entry(a.key, a.size, a.mtime),
             algorithm=self.digest,
             durable=self.durable,

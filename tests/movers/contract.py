@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import pytest
 
-from tierctl.errors import ObjectArchived, ObjectNotFound, VerificationFailed
+from tierctl.errors import ObjectArchived, ObjectExists, ObjectNotFound, VerificationFailed
 from tierctl.model import MTIME_WINDOW, Entry
 from tierctl.movers.base import Mover, Unsupported
 from tierctl.movers.local import LocalMover
@@ -120,6 +120,7 @@ CASES = (
     "write_with_metadata",
     "set_attributes",
     "list_metadata",
+    "conditional_create",
 )
 
 
@@ -434,3 +435,34 @@ class MoverContract:
                 stat = mover.stat(key)
                 assert (stat.metadata, stat.tags) == (metadata, tags), key
             assert list(mover.list("md/", known=listed.get)) == list(listed.values())
+
+    # -- conditional creates (write(if_absent=True)) -------------------------------------------
+    def test_conditional_create(self, mover: Mover) -> None:
+        """``if_absent`` never replaces an object: where ``capabilities.conditional_create``
+        the write raises ObjectExists (small and multipart-sized bodies alike) and creates
+        absent keys; elsewhere ``write`` refuses the keyword itself. Either way the object
+        already there keeps its bytes, size, mtime and version."""
+        with self.case("conditional_create"):
+            self.arrange(mover, "cc/there", b"first writer")
+            self.arrange(mover, "cc/there-large", b"first large writer")
+            before = {key: mover.stat(key) for key in ("cc/there", "cc/there-large")}
+            large = 6 * MIB + 1  # above the S3 suite's part size: the multipart path
+            attempts = [("cc/there", [b"second writer"], 13), ("cc/there-large", _blocks(large), large)]
+            capable = mover.capabilities.conditional_create
+            for key, chunks, size in attempts:
+                with pytest.raises(ObjectExists if capable else (TypeError, Unsupported)):
+                    mover.write(key, chunks, size=size, mtime=MTIME + 60, if_absent=True)  # type: ignore[call-arg]
+            assert _read(mover, "cc/there") == b"first writer"
+            assert _read(mover, "cc/there-large") == b"first large writer"
+            for key, entry in before.items():
+                after = mover.stat(key)
+                assert (after.size, after.mtime, after.etag) == (entry.size, entry.mtime, entry.etag), key
+            if not capable:
+                return
+            created = _put(mover, "cc/new", b"created", if_absent=True)
+            assert created.size == 7 and _read(mover, "cc/new") == b"created"
+            assert abs(mover.stat("cc/new").mtime - MTIME) <= MTIME_WINDOW
+            with pytest.raises(ObjectExists):
+                _put(mover, "cc/new", b"again", if_absent=True)
+            assert _read(mover, "cc/new") == b"created"
+            assert [e.key for e in mover.list("cc/")] == ["cc/new", "cc/there", "cc/there-large"]

@@ -68,6 +68,13 @@ class Capabilities:
     # the content mtime); ``write`` raises :class:`Unsupported`, ``delete`` still works. The
     # registry's ``MoverSpec.read_only`` says the same before the mover is built.
     writable: bool = True
+    # ``conditional_create``: ``write`` takes ``if_absent=True`` and then never replaces an
+    # object: it raises :class:`ObjectExists` and leaves the one at ``key`` untouched. The
+    # check and the write are one atomic step where the store enforces it (S3
+    # ``If-None-Match: *``, once probed); the mover documents where it is not. Callers that
+    # must not overwrite use it instead of a ``stat`` before every write. Without this flag
+    # ``write`` does not take ``if_absent`` at all (a TypeError, never an overwrite).
+    conditional_create: bool = False
 
 
 class Unsupported(MoverError):
@@ -179,7 +186,11 @@ class Mover(abc.ABC):
         the store lets this writer set it (a refused or unknown owner leaves the writer's,
         as ``cp -p`` does: callers that must know compare :meth:`attributes` afterwards).
         The other keys are recorded as user metadata where ``capabilities.user_metadata``,
-        else ignored. The content mtime is ``mtime``, never a ``metadata`` key."""
+        else ignored. The content mtime is ``mtime``, never a ``metadata`` key.
+
+        ``if_absent`` (only where ``capabilities.conditional_create``; other movers' ``write``
+        does not take it): create, never replace. An object already at ``key`` is left
+        untouched and the write raises :class:`ObjectExists` (the chunks may be partly read)."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -270,7 +281,10 @@ class MoverWrapper(Mover):
         durable: bool = False,
         storage_class: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> Entry:
+        # ``if_absent`` only when asked: the inner write of a mover without
+        # ``capabilities.conditional_create`` does not take it.
         return self.inner.write(
             key,
             chunks,
@@ -279,6 +293,7 @@ class MoverWrapper(Mover):
             durable=durable,
             storage_class=storage_class,
             metadata=metadata,
+            **({"if_absent": True} if if_absent else {}),
         )
 
     def delete(self, key: str) -> None:

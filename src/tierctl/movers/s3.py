@@ -25,6 +25,11 @@ Verification
     entry comes from the store's answer to the upload, as a HEAD would give it: where the
     answer carries Last-Modified (moto) no HEAD follows; else (AWS) one does, as rclone's.
 
+Conditional creates
+    ``write(if_absent=True)`` (``capabilities.conditional_create``) never replaces an
+    object: one PUT with ``If-None-Match: *`` where the store is found to enforce it, else a
+    HEAD first (:mod:`.s3_conditional`).
+
 Archive classes
     GLACIER and DEEP_ARCHIVE objects are not readable until restored: reads raise
     :class:`ObjectArchived`; ``stat`` reports ``restore_state`` from the ``Restore`` header.
@@ -42,7 +47,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tierctl.errors import MoverError, ObjectChanged, ObjectNotFound
+from tierctl.errors import MoverError, ObjectChanged, ObjectExists, ObjectNotFound
 from tierctl.model import Entry
 from tierctl.movers.attributes import only_attributes
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, Unsupported, check_key
@@ -60,6 +65,7 @@ from tierctl.movers.s3_common import (
 from tierctl.movers.s3_common import (
     UPLOAD_STARTED as UPLOAD_STARTED,
 )
+from tierctl.movers.s3_conditional import ConditionalCreates
 from tierctl.movers.s3_copy import COPY_LIMIT, copy_in_store
 from tierctl.movers.s3_errors import mover_error
 from tierctl.movers.s3_listing import page_entries
@@ -94,7 +100,9 @@ class S3Mover(Mover):
             user_metadata=True,
             ranged_reads=True,
             read_metadata=("tags", "metadata"),
+            conditional_create=True,
         )
+        self.conditional = ConditionalCreates()
         self._skipped: list[str] = []
         self._setup = threading.Lock()
         self._filesystem: Any = None
@@ -124,9 +132,10 @@ class S3Mover(Mover):
                 lean = self._lean
         return None if lean is _LEAN_OFF else lean
 
-    def _lean_call(self, what: str, call: Callable[[S3Requests], Any]) -> Any:
+    def _lean_call(self, what: str, call: Callable[[S3Requests], Any], *, creating: bool = False) -> Any:
         """``call`` on the lean path; ``_LEAN_OFF`` if that path is (or just became)
-        unusable for this store, so the caller sends the request through s3fs instead."""
+        unusable for this store, so the caller sends the request through s3fs instead.
+        ``creating``: a refused conditional create raises :class:`ObjectExists`."""
         from tierctl.movers.s3_requests import LeanUnavailable
 
         lean = self._requests()
@@ -139,7 +148,7 @@ class S3Mover(Mover):
             lean.close()
             return _LEAN_OFF
         except Exception as exc:
-            raise mover_error(exc, what) from None
+            raise mover_error(exc, what, creating=creating) from None
 
     def close(self) -> None:
         lean = self._lean
@@ -195,11 +204,11 @@ class S3Mover(Mover):
 
         return sync(self._fs.loop, lambda: coro)
 
-    async def _call(self, method: str, what: str, **kwargs: Any) -> Any:
+    async def _call(self, method: str, what: str, *, creating: bool = False, **kwargs: Any) -> Any:
         try:
             return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
         except Exception as exc:
-            raise mover_error(exc, what) from None
+            raise mover_error(exc, what, creating=creating) from None
 
     def _full(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -313,27 +322,49 @@ class S3Mover(Mover):
         durable: bool = False,
         storage_class: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> Entry:
         user = {k.lower(): str(v) for k, v in (metadata or {}).items()}
         extra: dict[str, Any] = {"Metadata": {**user, MTIME_KEY: format_float_mtime(mtime)}}
         if storage_class:
             extra["StorageClass"] = check_class(storage_class)
         part_size = part_size_for(size, self.part_size)
-        body, etag = upload_stream(self, key, chunks, extra, part_size)
+        # Where the store enforces If-None-Match the PUT itself refuses (a multipart upload
+        # HEADs first, in upload_stream); elsewhere a HEAD now, as callers did before.
+        conditional = if_absent and self.conditional.enforced(self)
+        if if_absent and not conditional:
+            self.refuse_existing(key)
+        body, etag = upload_stream(self, key, chunks, extra, part_size, if_absent=conditional)
         if body is not None:
-            return self._put(key, body, extra, part_size)
+            return self._put(key, body, extra, part_size, if_absent=conditional)
         assert etag is not None
         return self._written(key, etag, part_size, None)
 
-    def _put(self, key: str, body: bytes, extra: dict[str, Any], part_size: int) -> Entry:
-        """One PUT: the lean path where its headers can carry ``extra``, else s3fs."""
+    def refuse_existing(self, key: str) -> None:
+        """:class:`ObjectExists` if ``key`` holds an object (a HEAD: not atomic)."""
+        try:
+            self._head_now(key)
+        except ObjectNotFound:
+            return
+        raise ObjectExists(f"{self._what(key)} already exists; not replaced")
+
+    def _put(
+        self, key: str, body: bytes, extra: dict[str, Any], part_size: int, *, if_absent: bool = False
+    ) -> Entry:
+        """One PUT: the lean path where its headers can carry ``extra``, else s3fs.
+        ``if_absent``: with ``If-None-Match: *``; :class:`ObjectExists` if refused."""
         full, what = self._full(key), self._what(key)
         headers = _put_headers(body, extra)
         answer: Any = _LEAN_OFF
         if headers is not None:
-            answer = self._lean_call(what, lambda lean: lean.put(full, body, headers))
+            if if_absent:
+                headers["If-None-Match"] = "*"
+            answer = self._lean_call(what, lambda lean: lean.put(full, body, headers), creating=if_absent)
         if answer is _LEAN_OFF:
-            response = self._run(self._call("put_object", what, Key=full, Body=body, **extra))
+            condition = {"IfNoneMatch": "*"} if if_absent else {}
+            response = self._run(
+                self._call("put_object", what, creating=if_absent, Key=full, Body=body, **extra, **condition)
+            )
             return self._written(key, response["ETag"].strip('"'), part_size, None)
         from tierctl.movers.s3_requests import last_modified
 
@@ -377,8 +408,12 @@ class S3Mover(Mover):
 
     def delete(self, key: str) -> None:
         # DeleteObject succeeds on absent keys; the contract reports them.
-        full, what = self._full(key), self._what(key)
         self._head_now(key)
+        self._delete_now(key)
+
+    def _delete_now(self, key: str) -> None:
+        """DeleteObject, which succeeds whether or not ``key`` holds an object."""
+        full, what = self._full(key), self._what(key)
         if self._lean_call(what, lambda lean: lean.delete(full)) is _LEAN_OFF:
             self._run(self._call("delete_object", what, Key=full))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import ssl
 
-from tierctl.errors import MoverError, ObjectArchived, ObjectChanged, ObjectNotFound
+from tierctl.errors import MoverError, ObjectArchived, ObjectChanged, ObjectExists, ObjectNotFound
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # botocore/aiohttp/http.client failures of the connection itself (dropped mid-request or
@@ -40,8 +40,10 @@ def client_error(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def mover_error(exc: BaseException, what: str) -> MoverError:
-    """Classify an S3 failure of the request about ``what`` (the object's URL)."""
+def mover_error(exc: BaseException, what: str, *, creating: bool = False) -> MoverError:
+    """Classify an S3 failure of the request about ``what`` (the object's URL). ``creating``:
+    the request was a conditional create (``If-None-Match: *``), whose refusal (412, or 409
+    ConditionalRequestConflict when a concurrent write won) means the key holds an object."""
     if isinstance(exc, MoverError):
         return exc
     found = client_error(exc)
@@ -53,6 +55,8 @@ def mover_error(exc: BaseException, what: str) -> MoverError:
             return MoverError(f"{what}: the bucket does not exist", hint="create it or fix the tier URL")
         if code == "InvalidObjectState":
             return ObjectArchived(f"{what}: archived, not readable until restored")
+        if creating and (code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412):
+            return ObjectExists(f"{what} already exists; not replaced")
         if code in ("PreconditionFailed", "412") or status == 412:
             return ObjectChanged(f"{what} changed while being read or copied")
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403") or status == 403:

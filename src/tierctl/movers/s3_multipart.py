@@ -21,11 +21,19 @@ if TYPE_CHECKING:
 
 
 def upload_stream(
-    mover: S3Mover, key: str, chunks: Iterable[bytes], extra: dict[str, Any], part_size: int
+    mover: S3Mover,
+    key: str,
+    chunks: Iterable[bytes],
+    extra: dict[str, Any],
+    part_size: int,
+    *,
+    if_absent: bool = False,
 ) -> tuple[bytes, None] | tuple[None, str]:
     """Read ``chunks``. When they fit in one part: ``(body, None)``, for the caller's single
     PUT. Else upload them in ``part_size`` parts (``extra``: ``create_multipart_upload``'s
-    metadata and storage class) and return ``(None, etag)`` of the completed object."""
+    metadata and storage class) and return ``(None, etag)`` of the completed object.
+    ``if_absent``: :class:`ObjectExists` if ``key`` holds an object when the upload would
+    start (a HEAD: see :mod:`.s3_conditional`)."""
     full, what = mover._full(key), mover._what(key)
     buffer = bytearray()
     upload_id: str | None = None
@@ -35,6 +43,8 @@ def upload_stream(
             buffer += chunk
             while len(buffer) > part_size:
                 if upload_id is None:
+                    if if_absent:
+                        mover.refuse_existing(key)
                     abort_abandoned_uploads(mover, full)
                     created = mover._run(mover._call("create_multipart_upload", what, Key=full, **extra))
                     upload_id = created["UploadId"]
