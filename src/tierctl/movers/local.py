@@ -21,10 +21,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tierctl.errors import MoverError, ObjectNotFound, UnsafeKey
+from tierctl.errors import MoverError, ObjectExists, ObjectNotFound, UnsafeKey
 from tierctl.model import Entry
 from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, check_key
+from tierctl.movers.local_create import rename_no_replace
 from tierctl.movers.local_walk import FileStats, FolderWalk
 from tierctl.movers.options import boolean_option, reject_unknown
 
@@ -139,6 +140,7 @@ class LocalMover(Mover):
         attributes=posix.ATTRIBUTE_KEYS,
         ranged_reads=True,
         read_metadata=("tags", "metadata") if _HAS_XATTRS else ("tags",),
+        conditional_create=True,  # atomic with renameat2 or hard links: see local_create
     )
 
     def __init__(self, url: str, **options: object) -> None:
@@ -284,6 +286,7 @@ class LocalMover(Mover):
         durable: bool = False,
         storage_class: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        if_absent: bool = False,
     ) -> Entry:
         path = self._path(key)
         parent = os.path.dirname(path)
@@ -308,7 +311,13 @@ class LocalMover(Mover):
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            if not if_absent:
+                os.replace(tmp, path)
+            else:
+                try:
+                    rename_no_replace(tmp, path)
+                except FileExistsError:
+                    raise ObjectExists(f"{what}: already exists; not replaced") from None
             if durable:
                 _fsync_dir(parent)
         except BaseException as exc:
