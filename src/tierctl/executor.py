@@ -231,9 +231,10 @@ def _over_budget(report: ApplyReport, share: float | None) -> bool:
 # one commit per batch, not per object. Small transactions rewrite the same B-tree pages into
 # the WAL over and over (10k small copies: ~100k page writes). A kill loses at most this
 # much finished work to the index (the next run finds those copies and verifies them again,
-# or takes a move's committed verification from the journal). Deletes are recorded sooner:
-# after a kill, at most ``2 * jobs`` deleted placements are still listed by the index (the
-# next run stats the store before acting on any of them).
+# or takes a move's committed verification from the journal). Deletes are bounded: at most
+# ``2 * jobs`` units with a delete run or wait unrecorded (a worker waits for the record
+# before it starts another), so after a kill at most that many objects' deleted placements
+# are still listed by the index (the next run stats the store before acting on any of them).
 RECORD_EVERY = 0.05
 RECORD_BATCH = 512
 
@@ -254,8 +255,14 @@ def _run_units(
     ``2 * jobs`` deletes wait to be recorded. ``options.jobs`` worker threads each take the
     next unit when they finish one, at most ``RECORD_BATCH`` units ahead of what the caller
     recorded; once an action failed, at most ``jobs`` ahead, so that the error budget stops
-    a failing run within a few units. On KeyboardInterrupt, units not started are dropped
-    and running ones are finished and yielded before the interrupt propagates."""
+    a failing run within a few units; units with a delete at most ``2 * jobs`` ahead. On
+    KeyboardInterrupt, units not started are dropped
+    and running ones are finished and yielded before the interrupt propagates.
+
+    The coordinator is not woken by every finished unit (with small units that costs more
+    than the units: a GIL hand-off each): it looks at the inbox every ``RECORD_EVERY / 2``
+    seconds, and at once when a worker sets ``urgent`` (a failure, a delete, a durable
+    step, a worker at its limit or finished)."""
     halt = threading.Event()
 
     def halted() -> bool:
@@ -263,24 +270,45 @@ def _run_units(
 
     jobs = max(1, options.jobs)
     inbox: SimpleQueue[Any] = SimpleQueue()
+    urgent = threading.Event()  # something in the inbox must be seen before the next look
+    starved = threading.Event()  # a worker waits for results to be recorded: record now
+
+    def send(item: Any, now: bool = True) -> None:
+        inbox.put(item)
+        if now:
+            urgent.set()
+
     todo = iter(units)
-    ahead = threading.Condition()  # guards todo, unrecorded and limit
+    ahead = threading.Condition()  # guards todo, unrecorded, deleting and limit
     unrecorded = 0  # units taken whose results the caller has not recorded yet
+    deleting = 0  # of those, units with a delete: at most 2 * jobs (what a kill can leave listed)
     limit = RECORD_BATCH
 
+    def wait_for_records() -> None:
+        starved.set()
+        urgent.set()  # the coordinator records sooner than its next look
+        ahead.wait(0.1)  # also wakes to see a stop set from outside
+
     def take() -> list[Action] | None:
-        nonlocal unrecorded
+        nonlocal unrecorded, deleting
         with ahead:
             while unrecorded >= limit and not halted():
-                ahead.wait(0.1)  # also wakes to see a stop set from outside
+                wait_for_records()
             unit = None if halted() else next(todo, None)
+            if unit is not None and _deletes(unit):
+                while deleting >= 2 * jobs and not halted():
+                    wait_for_records()
+                if halted():
+                    return None  # not started: dropped like the units after it
+                deleting += 1
             unrecorded += unit is not None
             return unit
 
-    def recorded(count: int) -> None:
-        nonlocal unrecorded
+    def recorded(batch: list[list[ActionResult]]) -> None:
+        nonlocal unrecorded, deleting
         with ahead:
-            unrecorded -= count
+            unrecorded -= len(batch)
+            deleting -= sum(_deletes([r.action for r in results]) for results in batch)
             ahead.notify_all()
 
     def work() -> None:
@@ -288,20 +316,21 @@ def _run_units(
         try:
             while (unit := take()) is not None:
                 results = unit_for(unit, movers, options, events.advanced).run()
-                if any(r.status == "failed" for r in results):
+                failed = any(r.status == "failed" for r in results)
+                if failed:
                     with ahead:
                         limit = jobs
-                inbox.put(results)
+                send(results, failed or _deletes(unit))
         except BaseException as exc:  # a bug, not a failed action: the coordinator re-raises it
-            inbox.put(exc)
+            send(exc)
         finally:
-            inbox.put(_FINISHED)
+            send(_FINISHED)
 
     journal = options.journal
 
     def arm_wake() -> None:
         if journal is not None:
-            journal.wake().add_done_callback(lambda _: inbox.put(_WAKE))
+            journal.wake().add_done_callback(lambda _: send(_WAKE))
 
     workers = [
         threading.Thread(target=work, name=f"tierctl-apply-{i}", daemon=True)
@@ -314,31 +343,44 @@ def _run_units(
     batch: list[list[ActionResult]] = []
     deadline = 0.0
     deletes = 0
+    look = RECORD_EVERY / 2  # a result waits at most two looks for its transaction
     try:
         while running:
-            try:
-                item = inbox.get(timeout=max(0.0, deadline - time.monotonic()) if batch else None)
-            except Empty:
-                item = None  # the oldest result waited long enough
-            if item is _FINISHED:
-                running -= 1
+            urgent.wait(max(0.0, deadline - time.monotonic()) if batch else look)
+            urgent.clear()  # before draining: a later send sets it again
+            woken = due = False
+            while True:
+                try:
+                    item = inbox.get_nowait()
+                except Empty:
+                    break
+                if item is _FINISHED:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                elif item is _WAKE:
+                    woken = True
+                else:
+                    if not batch:
+                        deadline = time.monotonic() + look
+                    batch.append(item)
+                    deletes += _deletes([r.action for r in item])
+                    failed = any(r.status == "failed" for r in item)
+                    if failed or len(batch) >= RECORD_BATCH or deletes >= 2 * jobs:
+                        due = True
+                        urgent.set()  # what is left in the inbox is seen right after this batch
+                        break
+            if batch and (starved.is_set() or time.monotonic() >= deadline):
+                due = True  # a worker waits for it, or the oldest result waited long enough
+            if not (due or woken):
                 continue
-            if isinstance(item, BaseException):
-                raise item
-            if item is not None and item is not _WAKE:
-                if not batch:
-                    deadline = time.monotonic() + RECORD_EVERY
-                batch.append(item)
-                deletes += any(r.action.op == "delete" and r.status == "done" for r in item)
-                failed = any(r.status == "failed" for r in item)
-                if not failed and len(batch) < RECORD_BATCH and deletes < 2 * jobs:
-                    continue
             # A wake yields even an empty batch: the caller's transaction commits the step
             # a worker waits for.
+            starved.clear()  # before recording: a worker still waiting afterwards sets it again
             yield batch
-            recorded(len(batch))
+            recorded(batch)
             batch, deletes = [], 0
-            if item is _WAKE:
+            if woken:
                 arm_wake()
         if batch:
             yield batch
@@ -364,6 +406,10 @@ def _run_units(
             ahead.notify_all()
         for worker in workers:
             worker.join()
+
+
+def _deletes(unit: list[Action]) -> bool:
+    return any(a.op == "delete" for a in unit)
 
 
 def _clean_partial_uploads(index: Index, movers: Mapping[str, Mover], run_id: int) -> None:
