@@ -185,7 +185,7 @@ class PreservingMover(MoverWrapper):
         if_absent: bool = False,
     ) -> Entry:
         wanted = self.preservation.select(self.source.attributes(key))
-        stored = self.inner.write(
+        stored = super().write(
             key,
             chunks,
             size=size,
@@ -193,7 +193,7 @@ class PreservingMover(MoverWrapper):
             durable=durable,
             storage_class=storage_class,
             metadata={**(metadata or {}), **wanted} or None,
-            **({"if_absent": True} if if_absent else {}),  # only to movers that take it
+            if_absent=if_absent,
         )
         self._check(key, wanted)
         return stored
