@@ -247,12 +247,16 @@ class LocalMover(Mover):
             metadata=metadata,
         )
 
-    def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        path = self._path(key)
+    def _open_file(self, key: str) -> int:
+        """A read-only descriptor of the key's file (enough for reads and for fchmod/fchown),
+        never through a symlink at its last component."""
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            return os.open(self._path(key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
             raise _os_error(exc, f"{self.url}/{key}") from exc
+
+    def read_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        fd = self._open_file(key)
         try:
             while chunk := os.read(fd, chunk_size):
                 yield chunk
@@ -264,11 +268,7 @@ class LocalMover(Mover):
     def read_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        path = self._path(key)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            raise _os_error(exc, f"{self.url}/{key}") from exc
+        fd = self._open_file(key)
         try:
             return os.pread(fd, end - start, start)
         except OSError as exc:
@@ -383,15 +383,11 @@ class LocalMover(Mover):
             yield entry.key, posix.from_stat(st)
 
     def set_attributes(self, key: str, attributes: Mapping[str, str]) -> None:
-        what = f"{self.url}/{key}"
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            raise _os_error(exc, what) from exc
+        fd = self._open_file(key)
         try:
             posix.apply_to_fd(fd, posix.only_attributes(attributes))
         except OSError as exc:
-            raise _os_error(exc, what) from exc
+            raise _os_error(exc, f"{self.url}/{key}") from exc
         finally:
             os.close(fd)
 
