@@ -306,6 +306,9 @@ class FaultProxy:
                     body = bytes(flipped)
                 status, reason, out_headers, out_body = self._forward(body)
                 if kind == "drop_response":
+                    # Logged before the client can see any of the answer (a HEAD's is whole
+                    # once its headers are sent): a test reading the log right after sees it.
+                    proxy._record(request, None, kind)
                     self.send_response(status, reason)
                     for name, value in out_headers:
                         self.send_header(name, value)
@@ -313,7 +316,6 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(out_body[: len(out_body) // 2])
                     self.wfile.flush()
-                    proxy._record(request, None, kind)
                     return self._drop()
                 proxy._record(request, status, kind if kind in ("stall", "corrupt") else None)
                 self.send_response(status, reason)
