@@ -65,3 +65,26 @@ def test_a_lost_create_keeps_the_existing_file_and_drops_its_temp(tmp_path: Path
     assert (tmp_path / "a" / "b").read_bytes() == b"first"
     assert mover.stat("a/b").mtime == MTIME
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_writes_and_deletes_racing_in_one_folder_never_fail(tmp_path: Path) -> None:
+    """A delete prunes its folder once empty while another write is (re)making that folder:
+    the write makes it again instead of failing with "File exists" or "not found"."""
+    mover = LocalMover(tmp_path.as_uri())
+    errors: list[BaseException] = []
+
+    def churn(name: str) -> None:
+        try:
+            for _ in range(400):
+                mover.write(f"d/e/{name}", [b"x"], size=1, mtime=MTIME, if_absent=True)
+                mover.delete(f"d/e/{name}")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(f"k{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert not (tmp_path / "d").exists()

@@ -56,6 +56,9 @@ class _TempNames:
 
 
 _temp_names = _TempNames()
+# Times a write makes its folder again after concurrent deletes pruned it (each loss needs
+# a delete to empty the folder in the few microseconds before the temp file is in it).
+_FOLDER_ATTEMPTS = 10
 
 # File systems whose completed writes need no read-back (Capabilities.verified_writes):
 # local disks and memory. Anything else (nfs, cifs, fuse.*, 9p, ceph, ...) is read back.
@@ -328,20 +331,23 @@ class LocalMover(Mover):
         return Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9)
 
     def _temp_file(self, parent: str) -> tuple[int, str]:
-        """Create a new temp file (mode 0666 less the umask) in ``parent``, making the folder."""
-        for attempt in range(4):
-            if parent not in self._ready_dirs:
-                os.makedirs(parent, exist_ok=True)
-                real_parent = os.path.realpath(parent)
-                if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
-                    raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
-                self._reap_abandoned(parent)
-                self._ready_dirs.add(parent)
-            tmp = os.path.join(parent, _temp_names.next())
+        """Create a new temp file (mode 0666 less the umask) in ``parent``, making the folder.
+        A delete that prunes empty folders may remove ``parent`` or one above it at any point
+        until the temp file is in it (``makedirs`` then fails with "not found" or, when the
+        folder went between its mkdir and its check, "exists"): the folder is made again."""
+        for attempt in range(_FOLDER_ATTEMPTS):
             try:
+                if parent not in self._ready_dirs:
+                    os.makedirs(parent, exist_ok=True)
+                    real = os.path.realpath(parent)
+                    if real != self._real_root and not real.startswith(self._real_root + os.sep):
+                        raise UnsafeKey(f"{parent} resolves outside the tier root {self.root}")
+                    self._reap_abandoned(parent)
+                    self._ready_dirs.add(parent)
+                tmp = os.path.join(parent, _temp_names.next())
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
             except (FileNotFoundError, FileExistsError):
-                if attempt == 3:
+                if attempt == _FOLDER_ATTEMPTS - 1:
                     raise
                 self._ready_dirs.discard(parent)  # a concurrent delete pruned the folder
         raise AssertionError("unreachable")
