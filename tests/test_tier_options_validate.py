@@ -31,13 +31,13 @@ datasets:
             "    url: ./cold\n    options:\n      read_back: sometimes",
             "7:18",
             "tier 'bad': option 'read_back' must be true or false",
-            "",
+            "got 'sometimes'; write read_back: true or false",
         ),
         (
             "    url: s3://bucket/data\n    options:\n      region: eu-west-1\n      max_connections: lots",
             "8:24",
             "tier 'bad': option 'max_connections' must be a positive whole number",
-            "",
+            "got 'lots'",
         ),
         (
             "    url: s3://bucket/data\n    storage_class: glacier",

@@ -116,7 +116,10 @@ class StoreOptions:
                 if value is None or value == "":
                     continue
                 if not isinstance(value, str):
-                    raise ConfigError(f"{url}: option {name!r} must be a string")
+                    raise ConfigError(
+                        f"{url}: option {name!r} must be a string",
+                        hint=f'quote it, or refer to an environment variable: {name}: "${{NAME}}"',
+                    )
                 values[name] = Secret(value)
             elif name == "requester_pays":
                 values[name] = boolean_option(value, name, url)
@@ -161,7 +164,9 @@ def boolean_option(value: Any, name: str, url: str) -> bool:
         return value
     if isinstance(value, str) and value.lower() in BOOLEAN_WORDS:
         return value.lower() in ("true", "yes", "1")
-    raise ConfigError(f"{url}: option {name!r} must be true or false")
+    raise ConfigError(
+        f"{url}: option {name!r} must be true or false", hint=f"got {value!r}; write {name}: true or false"
+    )
 
 
 def positive_int_option(value: Any, name: str, url: str) -> int:
@@ -170,7 +175,7 @@ def positive_int_option(value: Any, name: str, url: str) -> int:
     except (TypeError, ValueError):
         number = 0
     if number <= 0 or isinstance(value, bool):
-        raise ConfigError(f"{url}: option {name!r} must be a positive whole number")
+        raise ConfigError(f"{url}: option {name!r} must be a positive whole number", hint=f"got {value!r}")
     return number
 
 
@@ -180,5 +185,8 @@ def positive_number_option(value: Any, name: str, url: str) -> float:
     except (TypeError, ValueError):
         number = 0.0
     if not number > 0 or number == float("inf") or isinstance(value, bool):
-        raise ConfigError(f"{url}: option {name!r} must be a positive number of seconds")
+        raise ConfigError(
+            f"{url}: option {name!r} must be a positive number of seconds",
+            hint=f"got {value!r}, e.g. {name}: 30",
+        )
     return number
