@@ -221,7 +221,10 @@ def test_kill_9_mid_run_then_resume_copies_nothing_twice(
     ]  # fmt: skip
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     deadline = time.monotonic() + 60
-    while len(datanode_reads(hdfs)) < 60 and time.monotonic() < deadline and child.poll() is None:
+    # Killed once the 1 MB/s cap paces the run (the bucket's first 1 MiB, ~50 files, passes
+    # at full speed): then the copies in flight plus those finished since the last record
+    # (<= 50 ms, a file or three at this rate) are what the resumed run finds unrecorded.
+    while len(datanode_reads(hdfs)) < 100 and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
     child.wait(10)
