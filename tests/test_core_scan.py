@@ -139,3 +139,24 @@ def test_scan_removes_temp_files_of_dead_writers_only(sandbox: Sandbox) -> None:
     hot = next(r for r in api.scan(config, now=now) if r.tier == "hot")
     assert hot.listed == 1
     assert not dead.exists() and live.exists()
+
+
+def test_scan_removes_temp_files_of_writers_that_exited_unreaped(sandbox: Sandbox) -> None:
+    """A killed apply's worker process stays a zombie until init reaps it; its pid still
+    answers kill(pid, 0), but its temp file is abandoned all the same."""
+    now = time.time()
+    sandbox.put("hot", "logs/a.log", b"1", age_days=1, now=now)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only exits
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while b") Z" not in open(f"/proc/{pid}/stat", "rb").read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        zombie = sandbox.tier("hot") / "logs" / f".tierctl-tmp-{pid}-abc-0"
+        zombie.write_bytes(b"partial")
+        hot = next(r for r in api.scan(api.load(sandbox.config), now=now) if r.tier == "hot")
+        assert hot.listed == 1
+        assert not zombie.exists()
+    finally:
+        os.waitpid(pid, 0)

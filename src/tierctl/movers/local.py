@@ -100,7 +100,18 @@ def _abandoned(name: str) -> bool:
         return True
     except OSError:
         return False  # exists, owned by someone else
-    return False
+    return _zombie(int(pid_text))
+
+
+def _zombie(pid: int) -> bool:
+    """A writer that has exited but is not reaped yet (a killed apply's worker process,
+    until init collects it) still answers ``kill(pid, 0)``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state == [b"Z"]
 
 
 def _os_error(exc: OSError, what: str) -> MoverError:
