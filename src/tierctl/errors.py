@@ -14,6 +14,7 @@ EXIT_CHANGES = 2  # `plan --detailed-exitcode`: changes pending
 EXIT_PARTIAL = 3  # `apply`: some actions failed or were skipped
 EXIT_LOCKED = 4  # another process holds the index
 EXIT_SOFTWARE = 70  # a bug (EX_SOFTWARE): the traceback is printed
+EXIT_INTERRUPTED = 130  # Ctrl-C: finished work is recorded
 
 
 @dataclass(frozen=True)

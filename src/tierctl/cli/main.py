@@ -20,6 +20,7 @@ from tierctl import __version__, api
 from tierctl.errors import (
     EXIT_CHANGES,
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SOFTWARE,
@@ -409,12 +410,17 @@ def _print_error(exc: TierctlError) -> None:
             sys.stderr.write(f"  hint: {problem.hint}\n")
 
 
+INTERRUPTED = "interrupted: finished work is recorded; run the same command again to continue\n"
+
+
 def run(argv: list[str] | None = None) -> NoReturn:
     """Entry point: user errors print a message and a hint; bugs keep their traceback."""
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="tierctl", standalone_mode=False)
         code = result if isinstance(result, int) else EXIT_OK
+        if code == EXIT_INTERRUPTED:  # typer returns Ctrl-C as this code, having said nothing
+            sys.stderr.write(INTERRUPTED)
     except typer.Exit as exc:
         code = exc.exit_code
     except ClickException as exc:
@@ -427,8 +433,8 @@ def run(argv: list[str] | None = None) -> NoReturn:
         _print_error(exc)
         code = exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted: finished work is recorded; run the same command again to continue\n")
-        code = 130
+        sys.stderr.write(INTERRUPTED)
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
         code = EXIT_OK
     except Exception:
