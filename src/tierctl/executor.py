@@ -59,6 +59,9 @@ class ApplyOptions:
     # plan an interrupted run already verified (action id -> proof).
     journal: StepSink | None = None
     proofs: Mapping[int, Proof] = field(default_factory=dict)
+    # Worker processes for small local-folder copies (at most ``jobs``, one per core);
+    # 0 runs every unit on threads. See tierctl.executor_procs.
+    processes: int = 64
 
 
 BUDGET_MIN_ACTIONS = 10
@@ -147,14 +150,34 @@ def _reporter(journal: StepSink) -> StepReport:
 
 
 def local_runner(movers: Mapping[str, Mover]) -> UnitRunner:
-    """Run units on a pool of ``options.jobs`` threads in this process."""
+    """Run units on this machine: small local-folder copies on up to ``options.jobs``
+    forked processes (one per core, :mod:`tierctl.executor_procs`) when there are enough of
+    them, then everything else on a pool of ``options.jobs`` threads."""
 
     def run(
         units: list[list[Action]], options: ApplyOptions, events: Events, stopping: Callable[[], bool]
     ) -> Iterator[list[list[ActionResult]]]:
-        return _run_units(units, movers, options, events, stopping)
+        from tierctl import executor_procs as procs
+
+        forked = [u for u in units if procs.forkable(u, movers)] if options.processes else []
+        workers = procs.worker_count(min(options.jobs, options.processes), len(forked))
+        if workers:
+            units = [u for u in units if not procs.forkable(u, movers)]
+
+            def make(unit: list[Action]) -> Unit:
+                return unit_for(unit, movers, options, _no_bytes, report_steps=False)
+
+            yield from procs.run_in_processes(
+                forked, workers, make, stopping, events.advanced, RECORD_EVERY, RECORD_BATCH
+            )
+        if units and not stopping():
+            yield from _run_units(units, movers, options, events, stopping)
 
     return run
+
+
+def _no_bytes(nbytes: int) -> None:
+    pass
 
 
 def execute(
