@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from tierctl import api
 from tierctl.index import Index
@@ -151,7 +152,7 @@ def test_scan_removes_temp_files_of_writers_that_exited_unreaped(sandbox: Sandbo
         os._exit(0)
     try:
         deadline = time.monotonic() + 10
-        while b") Z" not in open(f"/proc/{pid}/stat", "rb").read() and time.monotonic() < deadline:
+        while b") Z" not in Path(f"/proc/{pid}/stat").read_bytes() and time.monotonic() < deadline:
             time.sleep(0.01)
         zombie = sandbox.tier("hot") / "logs" / f".tierctl-tmp-{pid}-abc-0"
         zombie.write_bytes(b"partial")
