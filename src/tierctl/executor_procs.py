@@ -17,7 +17,7 @@ What stays as it is on threads:
   error budget stops a failing run within a few units.
 - A stop (daemon SIGTERM, error budget, Ctrl-C) starts no new unit; units running finish
   and are recorded. Workers ignore SIGINT and SIGTERM: the parent decides.
-- A worker dies with the parent (``PR_SET_PDEATHSIG``): a killed apply leaves no process
+- A worker dies with the parent (:mod:`tierctl.forked`): a killed apply leaves no process
   writing behind it. A worker that dies alone has its units recorded as failed (each is
   found, verified or redone by the next run, as after any kill).
 
@@ -30,17 +30,14 @@ import contextlib
 import dataclasses
 import mmap
 import os
-import signal
-import sys
 import time
-import traceback
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, Pipe, wait
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from tierctl import forked
 from tierctl.model import Entry
 from tierctl.movers.base import Mover
 from tierctl.movers.local import LocalMover
@@ -90,7 +87,7 @@ def _plain_local(mover: Mover | None) -> bool:
 
 def worker_count(jobs: int, units: int) -> int:
     """Worker processes for ``units`` forkable units at ``jobs``: 0 means use threads."""
-    if sys.platform != "linux" or units < PROCESS_MIN_UNITS:
+    if not forked.AVAILABLE or units < PROCESS_MIN_UNITS:
         return 0
     return max(1, min(jobs, len(os.sched_getaffinity(0))))
 
@@ -224,68 +221,37 @@ def run_in_processes(
 
 
 def _fork(units: list[list[Action]], make_unit: Callable[[list[Action]], Any], flags: mmap.mmap) -> _Worker:
-    here, there = Pipe()
-    parent = os.getpid()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns on fork in a process with threads (a progress bar's, a pool's):
-        # the worker only copies files and never takes a lock those threads hold.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the worker; tests see it through what it copies
-        code = 1
-        try:
-            here.close()
-            _die_with(parent)
-            _serve(there, units, make_unit, flags)
-            code = 0
-        finally:
-            os._exit(code)
-    there.close()
-    return _Worker(pid, here)
-
-
-def _die_with(parent: int) -> None:  # pragma: no cover - runs in the worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the signal was asked for
-        os._exit(1)
+    pid, conn = forked.fork(lambda there: _serve(there, units, make_unit, flags))
+    return _Worker(pid, conn)
 
 
 def _serve(
     conn: Connection, units: list[list[Action]], make_unit: Callable[[list[Action]], Any], flags: mmap.mmap
 ) -> None:  # pragma: no cover - runs in the worker
-    try:
-        while True:
-            try:
-                ids = conn.recv()
-            except EOFError:
-                return
-            if ids is None:
-                return
-            out: list[tuple[int, list[Wire] | None]] = []
-            for n, i in enumerate(ids):
-                if flags[_HALT] or (n and flags[_FAILED]):
-                    out.append((i, None))
-                    continue
-                results = make_unit(units[i]).run()
-                if any(r.status == "failed" for r in results):
-                    flags[_FAILED] = 1
-                out.append((i, [_wire(r) for r in results]))
-            conn.send(out)
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-        raise
+    while True:
+        try:
+            ids = conn.recv()
+        except EOFError:
+            return
+        if ids is None:
+            return
+        out: list[tuple[int, list[Wire] | None]] = []
+        for n, i in enumerate(ids):
+            if flags[_HALT] or (n and flags[_FAILED]):
+                out.append((i, None))
+                continue
+            results = make_unit(units[i]).run()
+            if any(r.status == "failed" for r in results):
+                flags[_FAILED] = 1
+            out.append((i, [_wire(r) for r in results]))
+        conn.send(out)
 
 
 def _stop(w: _Worker) -> None:
     with contextlib.suppress(OSError):
         w.conn.send(None)
     w.conn.close()
-    os.waitpid(w.pid, 0)
+    forked.reap(w.pid)
 
 
 # Entry travels as a tuple of its fields: unpickling a slotted frozen dataclass costs more
