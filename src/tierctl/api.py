@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tierctl.errors import ConfigError, PlanFileError, UnknownName
 from tierctl.index import Index
@@ -114,21 +115,33 @@ def scan(
     Tags and user metadata are read only for datasets whose policies test ``tag.KEY`` /
     ``meta.KEY``, and (on S3) only for new or changed objects; ``refresh_metadata`` reads
     them for every object (S3 keeps an object's version when only its tags change)."""
+    from tierctl import forked
     from tierctl.policies.evaluate import metadata_wanted
 
     now = time.time() if now is None else now
     reports: list[ScanReport] = []
-    with open_index(config) as index, movers_for(config) as movers:
+    with open_index(config) as index, movers_for(config) as movers, contextlib.ExitStack() as walks:
         for name in _datasets(config, datasets):
             prefix = config.datasets[name].prefix
             wanted = metadata_wanted(config, name)
+            # Plain files, no metadata wanted (local tiers): stat batches, no Entry per file.
+            # Every such tier after the first is walked at once by a forked child, while
+            # this process walks and merges the ones before it.
+            plain = [
+                tier
+                for tier, mover in movers.items()
+                if not wanted and len(config.store_group(tier)) == 1 and hasattr(mover, "stat_batches")
+            ]
+            local: dict[str, Any] = {tier: movers[tier] for tier in plain}  # LocalMover's own methods
+            elsewhere = {
+                tier: walks.enter_context(contextlib.closing(local[tier].stat_batches_elsewhere(prefix)))
+                for tier in (plain[1:] if forked.AVAILABLE else [])
+            }
             for tier, mover in movers.items():
                 mover.want_metadata = wanted
                 group = config.store_group(tier)
-                # Plain files, no metadata wanted (local tiers): stat batches, no Entry per file.
-                stat_batches = None if wanted or len(group) > 1 else getattr(mover, "stat_batches", None)
-                if stat_batches is not None:
-                    batches = stat_batches(prefix)
+                if tier in plain:
+                    batches = elsewhere[tier] if tier in elsewhere else local[tier].stat_batches(prefix)
                     report = index.scan_tier_stats(name, tier, prefix, batches, now, allow_empty=allow_empty)
                 else:
                     known = functools.partial(index.known_entry, name, group)

@@ -26,7 +26,7 @@ from tierctl.model import Entry
 from tierctl.movers import attributes as posix
 from tierctl.movers.base import CHUNK_SIZE, Capabilities, KnownEntries, Mover, check_key
 from tierctl.movers.local_create import rename_no_replace
-from tierctl.movers.local_walk import FileStats, FolderWalk
+from tierctl.movers.local_walk import FileStats, FolderWalk, ForkedWalk
 from tierctl.movers.options import boolean_option, reject_unknown
 
 TEMP_PREFIX = ".tierctl-tmp-"
@@ -210,6 +210,20 @@ class LocalMover(Mover):
             yield from walk.batches(prefix)
         except OSError as exc:
             raise _os_error(exc, f"listing {exc.filename}") from exc
+
+    def stat_batches_elsewhere(self, prefix: str = "") -> ForkedWalk:
+        """:meth:`stat_batches`, walked by a forked child from now on (a scan's later tiers,
+        while it merges an earlier one); skipped keys and removed temp files count here."""
+        before = self.removed_temp_files
+
+        def summary() -> tuple[builtins.list[str], int]:
+            return self._skipped, self.removed_temp_files - before
+
+        def done(skipped: builtins.list[str], removed: int) -> None:
+            self._skipped = skipped
+            self.removed_temp_files += removed
+
+        return ForkedWalk(lambda: self.stat_batches(prefix), summary, done, self.url)
 
     def _is_temp(self, entry: os.DirEntry[str], folder_fd: int | None = None) -> bool:
         """Temp files are never listed; those of dead writers are removed on the way.

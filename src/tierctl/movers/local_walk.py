@@ -14,12 +14,18 @@ import errno
 import itertools
 import operator
 import os
+import queue
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from tierctl.errors import UnsafeKey
+from tierctl.errors import MoverError, TierctlError, UnsafeKey
 from tierctl.movers.base import check_key
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 # A file as the walk lists it: (key, size, mtime, atime), times in seconds.
 FileStat = tuple[str, int, float, float]
@@ -162,3 +168,100 @@ def _stat_each(files: DirEntries) -> tuple[DirEntries, list[os.stat_result]]:
 
 def _folder_sort_name(entry: os.DirEntry[str]) -> str:
     return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+
+
+# A walk in another process sends its files in messages of about this many, and is read
+# at most this many messages ahead of the scan that merges them (~260k files, ~40 MB).
+FORKED_MESSAGE_FILES = 4096
+FORKED_READ_AHEAD = 64
+
+
+class ForkedWalk:
+    """``walk()`` run in a forked child (:mod:`tierctl.forked`), from the moment this is
+    made: a scan walks a tier's folders on the other core while it merges an earlier tier.
+    Iterating yields the same batches in the same order; at the end ``done(*summary())``
+    gets what the child's walk collected (``summary`` runs in the child). A TierctlError in the child
+    is raised here as itself. :meth:`close` (also at the end of iteration) stops the child.
+    """
+
+    def __init__(
+        self,
+        walk: Callable[[], Iterator[FileStats]],
+        summary: Callable[[], tuple[list[str], int]],
+        done: Callable[[list[str], int], None],
+        what: str,
+    ) -> None:
+        self._done, self._what = done, what
+        self._queue: queue.Queue[tuple[object, ...]] = queue.Queue(FORKED_READ_AHEAD)
+        self._stop = threading.Event()
+        self._finished = False
+        from tierctl import forked
+
+        self._reap = forked.reap
+        self._pid, self._conn = forked.fork(lambda conn: _send_walk(conn, walk, summary))
+        self._pump = threading.Thread(target=self._receive, name="tierctl-forked-walk", daemon=True)
+        self._pump.start()
+
+    def _receive(self) -> None:
+        """Move the child's messages to the queue (the pipe alone holds ~64 KiB, and the
+        scan reads this tier only after the earlier ones)."""
+        while not self._stop.is_set():
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                message = ("died",)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(message, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if message[0] != "batches":
+                return
+
+    def __iter__(self) -> Iterator[FileStats]:
+        try:
+            while True:
+                message = self._queue.get()
+                kind = message[0]
+                if kind in ("batches", "end"):
+                    yield from message[1]  # type: ignore[misc]
+                if kind == "batches":
+                    continue
+                if kind == "end":
+                    self._finished = True
+                    self._done(message[2], message[3])  # type: ignore[arg-type]
+                    return
+                if kind == "fail":
+                    raise message[1]  # type: ignore[misc]
+                detail = f":\n{message[1]}" if kind == "error" else " (the process died)"
+                raise MoverError(f"walking {self._what} in a helper process failed{detail}")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._reap(self._pid, kill=not self._finished)
+        self._pump.join()
+        self._conn.close()
+
+
+def _send_walk(
+    conn: Connection, walk: Callable[[], Iterator[FileStats]], summary: Callable[[], tuple[list[str], int]]
+) -> None:  # pragma: no cover - runs in the child
+    """In the child: the walk's batches, FORKED_MESSAGE_FILES at a time, then the end."""
+    batches: list[FileStats] = []
+    files = 0
+    try:
+        for batch in walk():
+            batches.append(batch)
+            files += len(batch)
+            if files >= FORKED_MESSAGE_FILES:
+                conn.send(("batches", batches))
+                batches, files = [], 0
+    except TierctlError as exc:
+        conn.send(("fail", exc))
+        return
+    conn.send(("end", batches, *summary()))
