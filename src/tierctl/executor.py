@@ -1,7 +1,8 @@
 """Run a plan: parallel, verified, and safe to interrupt.
 
 The actions of one object form a unit that runs on one worker thread, in plan order; units
-run in parallel. Every precondition is checked against the live stores, not the index:
+run in parallel (small copies between local folders on worker processes instead:
+:mod:`tierctl.executor_procs`). Every precondition is checked against the live stores, not the index:
 an object that changed since it was planned is skipped, never overwritten or deleted.
 Results reach the index from the calling thread only, one transaction per batch, so a
 kill at any point leaves the index describing what is really on the stores (or less:
