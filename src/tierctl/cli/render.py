@@ -95,10 +95,17 @@ def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, int]]:
 
 def print_plan(console: Console, plan: Plan, *, detail: bool = True) -> None:
     if plan.empty:
-        console.print(
-            f"[bold green]No changes.[/] {plan.objects_considered} objects already where the policies "
-            "want them."
-        )
+        held = len((plan.cost or {}).get("skipped", []))
+        if held:  # not "no changes": the guard holds every change there is
+            console.print(
+                f"[bold yellow]Nothing to apply:[/] the cost guard holds all {held} changes "
+                f"of {plan.objects_considered} objects."
+            )
+        else:
+            console.print(
+                f"[bold green]No changes.[/] {plan.objects_considered} objects already where the "
+                "policies want them."
+            )
         print_plan_cost(console, plan.cost, empty=True)
         return
     if detail:
