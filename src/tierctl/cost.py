@@ -194,15 +194,27 @@ class Prices:
             if self.models[name].source == "none" and (tier.storage_class or provider_of(tier))
         ]
         self.stores = {name: _store(tier.url) for name, tier in config.tiers.items()}
+        # Tiers that charge nothing at all (local and HDFS tiers without `cost:`), and those
+        # the guard looks at: per action of a plan, these are dictionary lookups.
+        self.free = frozenset(name for name, model in self.models.items() if _charges_nothing(model))
+        self.guarded = frozenset(name for name, model in self.models.items() if model.guarded)
+        self.min_duration = {name: model.min_duration for name, model in self.models.items()}
 
     def __getitem__(self, tier: str) -> CostModel:
         return self.models.get(tier, FREE)
+
+    def charges_nothing(self, tier: str) -> bool:
+        return tier in self.free or tier not in self.models
 
     def unpriced(self) -> list[str]:
         return list(self.unknown)
 
     def same_store(self, a: str, b: str) -> bool:
         return self.stores.get(a) == self.stores.get(b)
+
+
+def _charges_nothing(model: CostModel) -> bool:
+    return all(getattr(model, f.name) == 0 for f in fields(CostModel) if f.name != "source")
 
 
 def _store(url: str) -> tuple[str, str]:
@@ -212,6 +224,9 @@ def _store(url: str) -> tuple[str, str]:
 
 
 # -- monthly storage ----------------------------------------------------------------------
+_MONTHS_KEPT = 4096  # (tier, size) pairs whose month a pass over many objects remembers
+
+
 @dataclass
 class StorageTally:
     """Objects, bytes and monthly storage per (dataset, tier) of the placements it sees."""
@@ -230,13 +245,21 @@ class StorageTally:
     def observe(self, objects: Iterable[ObjectSnapshot]) -> Iterator[ObjectSnapshot]:
         """Pass ``objects`` through, counting every present placement on the way."""
         models, objects_, bytes_, monthly = self.prices.models, self.objects, self.bytes, self.monthly
+        # A month of (tier, size), worked out once per size seen (sizes repeat; bounded: this
+        # streams every object of an index).
+        month_of: dict[tuple[str, int], float] = {}
         for obj in objects:
             for p in obj.placements:
                 if p.state == "present":
                     where = (p.dataset, p.tier)
                     objects_[where] += 1
                     bytes_[where] += p.size
-                    monthly[where] += models.get(p.tier, FREE).monthly(p.size)
+                    cost = month_of.get((p.tier, p.size))
+                    if cost is None:
+                        cost = models.get(p.tier, FREE).monthly(p.size)
+                        if len(month_of) < _MONTHS_KEPT:
+                            month_of[(p.tier, p.size)] = cost
+                    monthly[where] += cost
             yield obj
 
     def add_totals(self, totals: Iterable[TierTotal]) -> None:
@@ -266,13 +289,14 @@ def needs_history(plan: Plan, prices: Prices, *, guard: bool) -> set[tuple[str, 
     those with an early-deletion fee to price (which includes every transition out of a
     class with a minimum duration, the guard's other check)."""
     wanted: set[tuple[str, str]] = set()
+    guarded, min_duration = prices.guarded, prices.min_duration
     for a in plan.actions:
-        into_guarded = a.op in ("copy", "transition") and a.expect is None and prices[a.target].guarded
+        into_guarded = a.op in ("copy", "transition") and a.expect is None and a.target in guarded
         if guard and (into_guarded or a.op == "restore"):
             wanted.add((a.dataset, a.key))
         removes = a.op in ("delete", "transition") or (a.op == "copy" and a.expect is not None)
         removed = a.source if a.op == "transition" and a.source else a.target
-        if removes and prices[removed].min_duration > 0:
+        if removes and min_duration.get(removed, 0.0) > 0:
             wanted.add((a.dataset, a.key))
     return wanted
 
@@ -376,13 +400,29 @@ def assess(
     skipped = apply_guard(plan, config, prices, history, now) if guard else []
     after = dict(before.per_tier())
     one_time: dict[str, float] = defaultdict(float)
+    # Plans repeat themselves (10,000 copies of small files from one tier to another): a
+    # month of one size on one tier is worked out once, and the one-time cost of an action
+    # between tiers that charge nothing is the zeros the first such action got.
+    monthly_of: dict[tuple[str, int], float] = {}
+    zeros: set[tuple[str, str | None, str, bool]] = set()
 
     def change(tier: str, size: int, sign: int) -> None:
-        after[tier] = after.get(tier, 0.0) + sign * prices[tier].monthly(size)
+        monthly = monthly_of.get((tier, size))
+        if monthly is None:
+            monthly = prices[tier].monthly(size)
+            if len(monthly_of) < _MONTHS_KEPT:
+                monthly_of[(tier, size)] = monthly
+        after[tier] = after.get(tier, 0.0) + sign * monthly
 
     for a in plan.actions:
-        for kind, value in action_cost(a, prices, history, now).items():
-            one_time[kind] += value
+        signature = (a.op, a.source, a.target, a.expect is not None)
+        if signature not in zeros:  # (else: zeros, under the keys the first such action added)
+            found = action_cost(a, prices, history, now)
+            for kind, value in found.items():
+                one_time[kind] += value
+            free = prices.charges_nothing(a.target) and (a.source is None or prices.charges_nothing(a.source))
+            if free and all(value == 0.0 for value in found.values()):
+                zeros.add(signature)
         if a.op == "copy":
             change(a.target, a.size, 1)
             if a.expect is not None:

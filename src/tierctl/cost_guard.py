@@ -173,8 +173,18 @@ def apply_guard(
     policy with ``allow_costly`` are kept. Returns what was skipped."""
     reasons: dict[int, str] = {}
     exempt = {p.name for p in config.policies if p.allow_costly}
+    guarded, min_duration = prices.guarded, prices.min_duration
     for a in plan.actions:
         if a.policy in exempt:
+            continue
+        # What loses_money surely passes, told without calling it (it runs per action):
+        # no restore, no write into a guarded class, no transition out of a class with a
+        # minimum duration.
+        if (
+            a.op != "restore"
+            and (a.op not in ("copy", "transition") or a.expect is not None or a.target not in guarded)
+            and (a.op != "transition" or a.source is None or min_duration.get(a.source, 0.0) <= 0)
+        ):
             continue
         reason = loses_money(a, config, prices, history.get((a.dataset, a.key)), now)
         if reason is not None:

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, TypeVar
 
 from tierctl.model import ObjectSnapshot, Placement
 from tierctl.policies.expr import Facts, UnknownFact, metadata_families
 from tierctl.policies.globs import selected
 from tierctl.policies.model import Config, Copies, Policy, Rule
+
+_T = TypeVar("_T")
+
+
+def constructor(cls: type[_T]) -> Callable[..., _T]:
+    """``cls(**values)`` for a frozen dataclass, made without its ``__init__``, which sets each
+    field through ``object.__setattr__`` (most of the cost of the objects a plan makes per
+    object). The same object: every field, in declaration order, in its ``__dict__``. A field
+    without a plain default must be given (not checked: for callers that always do). ``cls``
+    itself where the shortcut would not be the same object (slots, ``__post_init__``, a
+    ``default_factory``)."""
+    declared = fields(cls)  # type: ignore[arg-type]
+    plain = all(f.init and f.default_factory is MISSING for f in declared)
+    if "__slots__" in cls.__dict__ or hasattr(cls, "__post_init__") or not plain:
+        return cls
+    template = {f.name: None if f.default is MISSING else f.default for f in declared}
+    new = object.__new__
+
+    def make(**values: Any) -> _T:
+        made = new(cls)
+        state = made.__dict__
+        state.update(template)  # the fields in order, with their defaults
+        state.update(values)
+        return made
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,9 @@ def current_version(placements: tuple[Placement, ...], tier_order: dict[str, int
     return min(placements, key=lambda p: (-p.mtime, -p.size, tier_order.get(p.tier, 1 << 30)))
 
 
+_facts = constructor(Facts)  # (facts_for gives every field)
+
+
 def facts_for(
     version: Placement,
     now: float,
@@ -51,20 +81,33 @@ def facts_for(
     (:func:`merged_mapping`; ``tier_names`` in declaration order breaks ties)."""
     if obj is None:
         return Facts(age=max(0.0, now - version.mtime), size=version.size, path=path)
-    holding = [p for p in obj.placements if p.state == "present" and p.same_content(version)]
-    accessed = [p.atime for p in holding if p.atime is not None]
-    last_read = max([*accessed, version.mtime]) if accessed else None
+    # (Called for every object a plan sees: the common case, one copy holding the current
+    # version, takes the short way to the same facts.)
+    holding = [
+        p for p in obj.placements if p.state == "present" and (p is version or p.same_content(version))
+    ]
+    if len(holding) == 1:
+        only = holding[0]
+        last_read = None if only.atime is None else max(only.atime, version.mtime)
+        tiers = frozenset((only.tier,))
+        tags, meta = only.tags, only.metadata
+    else:
+        accessed = [p.atime for p in holding if p.atime is not None]
+        last_read = max([*accessed, version.mtime]) if accessed else None
+        tiers = frozenset(p.tier for p in holding)
+        tags = merged_mapping(holding, "tags", tier_names)
+        meta = merged_mapping(holding, "metadata", tier_names)
     first_seen = obj.first_seen or min((p.first_seen for p in obj.placements), default=now)
-    return Facts(
+    return _facts(
         age=max(0.0, now - version.mtime),
         size=version.size,
         seen=max(0.0, now - first_seen),
         last_access=None if last_read is None else max(0.0, now - last_read),
         path=path,
         storage_class=version.storage_class or "",
-        tiers=frozenset(p.tier for p in holding),
-        tags=merged_mapping(holding, "tags", tier_names),
-        meta=merged_mapping(holding, "metadata", tier_names),
+        tiers=tiers,
+        tags=tags,
+        meta=meta,
     )
 
 
@@ -120,14 +163,19 @@ def relative_key(config: Config, obj: ObjectSnapshot) -> str:
     return obj.key[len(config.datasets[obj.dataset].prefix) :]
 
 
-def matching_policy_rule(config: Config, dataset: str, facts: Facts) -> tuple[Policy, Rule] | None:
+def matching_policy_rule(
+    config: Config, dataset: str, facts: Facts, policies: tuple[Policy, ...] | None = None
+) -> tuple[Policy, Rule] | None:
     """The first rule, of the first policy of ``dataset`` that selects ``facts.path``,
     whose condition holds. None also when a rule on the way needs tags or metadata the
     object's are not known for (:class:`UnknownFact`): which rule comes first cannot be
-    told, so the object is left alone rather than decided by a later rule."""
+    told, so the object is left alone rather than decided by a later rule.
+    ``policies``: ``config.policies_for(dataset)``, when the caller has it already."""
     try:
-        for policy in config.policies_for(dataset):
-            if not selected(facts.path, policy.include, policy.exclude):
+        for policy in config.policies_for(dataset) if policies is None else policies:
+            if (policy.include or policy.exclude) and not selected(
+                facts.path, policy.include, policy.exclude
+            ):
                 continue
             for rule in policy.rules:
                 if rule.condition.evaluate(facts):
@@ -147,11 +195,23 @@ def metadata_wanted(config: Config, dataset: str) -> frozenset[str]:
     return frozenset("metadata" if f == "meta" else f for f in families)
 
 
-def decide(config: Config, obj: ObjectSnapshot, version: Placement, now: float) -> Decision | None:
-    """The decision for one object; None when nothing matches (the object is then left alone)."""
+_decision = constructor(Decision)
+
+
+def decide(
+    config: Config,
+    obj: ObjectSnapshot,
+    version: Placement,
+    now: float,
+    policies: tuple[Policy, ...] | None = None,
+) -> Decision | None:
+    """The decision for one object; None when nothing matches (the object is then left alone).
+    ``policies``: ``config.policies_for(obj.dataset)``, when the caller has it already."""
     facts = facts_for(version, now, obj, relative_key(config, obj), config.tiers)
-    found = matching_policy_rule(config, obj.dataset, facts)
+    found = matching_policy_rule(config, obj.dataset, facts, policies)
     if found is None:
         return None
     policy, rule = found
-    return Decision(policy, rule, facts, () if rule.delete else desired_tiers(rule, facts))
+    return _decision(
+        policy=policy, rule=rule, facts=facts, desired=() if rule.delete else desired_tiers(rule, facts)
+    )

@@ -28,11 +28,11 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from tierctl.index.db import _PLACEMENT_COLUMNS, _placement
-from tierctl.model import MTIME_WINDOW, ObjectSnapshot
+from tierctl.model import MTIME_WINDOW, ObjectSnapshot, Placement
 from tierctl.policies.expr import And, ClassRef, Compare, Const, Match, Node, Not, OnTier, Or, Select
 from tierctl.policies.model import Config, Policy, Rule
 from tierctl.policies.sqlglob import GLOB_FUNCTION, glob_sql, glob_udf, last_segment, name_glob_sql
@@ -45,6 +45,11 @@ FOREIGN = 1 << MAX_TIERS  # added for a placement on an undeclared or cache tier
 MAX_COPIES_SETS = 256  # tier sets a `copies` rule may settle on before it is left to Python
 _UNSETTLED = -1
 _JOIN_COLUMNS = ", ".join(f"p.{c.strip()}" for c in _PLACEMENT_COLUMNS.split(","))
+# The columns are Placement's fields in order (``meta`` is ``metadata``): a row without tags
+# or metadata (nothing to decode) is then ``Placement(*row)``.
+_ROW_COLUMNS = [c.strip() for c in _PLACEMENT_COLUMNS.split(",")]
+_ROW_IS_FIELDS = [c.replace("meta", "metadata") for c in _ROW_COLUMNS] == [f.name for f in fields(Placement)]
+_TAGS, _META = _ROW_COLUMNS.index("tags"), _ROW_COLUMNS.index("meta")
 
 
 @dataclass
@@ -120,13 +125,24 @@ class Prefilter:
         groups = self._groups
         groups.clear()
         rows = self.index.conn.execute(sql, params)
+        # Rows come grouped by key (row[1]), in key order: one object per run of a key. (A
+        # loop of its own, not itertools.groupby: this runs per placement of every object.)
         previous: str | None = None
-        for key, group in itertools.groupby(map(_placement, rows), key=lambda p: p.key):
-            if previous is not None and key <= previous:
-                raise RuntimeError(f"sqlfilter: objects out of key order ({previous!r}, {key!r})")
-            previous = key
-            found = tuple(group)
-            yield ObjectSnapshot(dataset, key, found, min(p.first_seen for p in found))
+        group: list[Placement] = []
+        for row in rows:
+            key = row[1]
+            if key != previous:
+                if group:
+                    yield _snapshot(dataset, group)
+                if previous is not None and key <= previous:
+                    raise RuntimeError(f"sqlfilter: objects out of key order ({previous!r}, {key!r})")
+                previous = key
+                group = []
+            # A row without tags or metadata is the Placement's fields in order (nothing to decode).
+            plain = _ROW_IS_FIELDS and row[_TAGS] is None and row[_META] is None
+            group.append(Placement(*row) if plain else _placement(row))
+        if group:
+            yield _snapshot(dataset, group)
         for (verdict, mask), counts in groups.items():
             self.settled.objects += counts[0]
             if verdict:
@@ -148,6 +164,12 @@ class Prefilter:
                     total[1] += counts[1]
                     total[2] += counts[billable_slot.get(tier, 1)]
         return [TierTotal(dataset, tier, *total) for (dataset, tier), total in sorted(totals.items())]
+
+
+def _snapshot(dataset: str, group: list[Placement]) -> ObjectSnapshot:
+    found = tuple(group)
+    first_seen = found[0].first_seen if len(found) == 1 else min(p.first_seen for p in found)
+    return ObjectSnapshot(dataset, found[0].key, found, first_seen)
 
 
 def tier_bits(config: Config) -> dict[str, int]:
