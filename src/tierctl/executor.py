@@ -477,7 +477,9 @@ def _record_steps(
 ) -> None:
     rows = [(run_id, action_id, step, at, detail) for action_id, step, at, detail in streamed]
     for r in results:
-        rows.extend((run_id, r.action.id, step, at, detail) for step, at, detail in r.steps)
+        if r.steps:
+            action_id = r.action.id
+            rows += [(run_id, action_id, step, at, detail) for step, at, detail in r.steps]
         if r.resumed_from is not None and r.status == "done":
             detail = encode({"by_run": run_id, "action": r.action.id})
             rows.append((*r.resumed_from, "resumed", time.time(), detail))
@@ -488,44 +490,76 @@ def _record_steps(
 def _record_results(
     index: Index, run_id: int, results: list[ActionResult], report: ApplyReport, now: float
 ) -> None:
-    for r in results:
+    from tierctl.index.db import action_row, copy_row
+
+    # The placement writes of the batch go in rounds: round n holds the n-th write of each
+    # object, so an object's writes keep their order (a move's copy, its source's
+    # verification, then its delete). Writes of different objects touch different rows: a
+    # round runs as one statement per kind, not one per result (10,000 copies: 2 statements).
+    rounds: dict[tuple[int, str], list[tuple[Any, ...]]] = {}  # (round, kind) -> rows
+    writes_of: dict[tuple[str, str], int] = {}  # object -> its writes so far
+    for number, r in enumerate(results):
         a = r.action
-        first_seen = None
         if r.status == "done":
             report.done += 1
             report.bytes += r.bytes
+            writes: list[tuple[str, tuple[Any, ...]]] = []
             if a.op == "copy" and r.entry is not None and r.checksum:
-                index.record_copy(
+                row = copy_row(
                     a.dataset, a.key, a.target, r.entry, r.checksum, now, verified=r.verified, source=a.source
                 )
+                writes.append(("copy", row))
                 if a.source and r.verified:
-                    index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
+                    writes.append(("verified", (a.dataset, a.key, a.source, r.checksum, now)))
             elif a.op == "verify" and r.checksum:
-                index.record_verified(a.dataset, a.key, a.target, r.checksum, now)
+                writes.append(("verified", (a.dataset, a.key, a.target, r.checksum, now)))
                 if a.source:
-                    index.record_verified(a.dataset, a.key, a.source, r.checksum, now)
+                    writes.append(("verified", (a.dataset, a.key, a.source, r.checksum, now)))
             elif a.op == "delete":
-                first_seen = index.record_delete(a.dataset, a.key, a.target)
+                writes.append(("delete", (number, a.dataset, a.key, a.target)))
             elif a.op == "transition" and a.source and r.entry is not None:
-                index.record_transition(a.dataset, a.key, a.source, a.target, r.entry, now=now)
+                writes.append(("transition", (a.dataset, a.key, a.source, a.target, r.entry)))
             elif a.op == "restore" and r.entry is not None:
-                index.record_restore_state(a.dataset, a.key, a.target, r.entry.restore_state)
+                writes.append(("restore", (a.dataset, a.key, a.target, r.entry.restore_state)))
+            if writes:
+                done_before = writes_of.get((a.dataset, a.key), 0)
+                writes_of[(a.dataset, a.key)] = done_before + len(writes)
+                for n, (kind, row) in enumerate(writes, start=done_before):
+                    rounds.setdefault((n, kind), []).append(row)
         else:
             if r.status == "failed":
                 report.failed += 1
             else:
                 report.skipped += 1
             report.problems.append(r)
-        index.record_action(
+    first_seen: dict[int, float | None] = {}  # of the placement a delete (result number) removed
+    for (_, kind), rows in sorted(rounds.items(), key=lambda item: item[0][0]):  # (stable: kinds as met)
+        if kind == "copy":
+            index.record_copies(rows)
+        elif kind == "verified":
+            index.record_verifications(rows)
+        elif kind == "delete":
+            for number, dataset, key, tier in rows:
+                first_seen[number] = index.record_delete(dataset, key, tier)
+        elif kind == "transition":
+            for dataset, key, source, target, entry in rows:
+                index.record_transition(dataset, key, source, target, entry, now=now)
+        else:
+            for dataset, key, tier, state in rows:
+                index.record_restore_state(dataset, key, tier, state)
+    index.record_actions(
+        action_row(
             run_id,
-            a,
+            r.action,
             r.status,
             bytes_done=r.bytes,
             checksum=r.checksum,
             error=r.error,
             now=now,
-            placement_first_seen=first_seen,
+            placement_first_seen=first_seen.get(number),
         )
+        for number, r in enumerate(results)
+    )
 
 
 __all__ = [

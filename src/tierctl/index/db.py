@@ -35,6 +35,98 @@ from tierctl.model import MTIME_WINDOW, Entry, ObjectSnapshot, Placement, ScanRe
 # The present placements of one tier of one dataset from a key on (the scan's reads).
 _TIER_RANGE = "FROM placements WHERE dataset = ? AND tier = ? AND state = 'present' AND key >= ?"
 
+# A copy written to a tier: parameters as :func:`copy_row` orders them (?1 dataset, ?2 key,
+# ?3 tier, ?4 size, ?5 mtime, ?6 checksum, ?7 storage class, ?8 etag, ?9 now, ?10 verified at,
+# ?11 restore state, ?12 tags, ?13 meta, ?14 source tier, ?15 the mtime window). Tags or
+# metadata the entry lacks come from the source tier's placement of the same content, else
+# from the first tier's in name order that has them: the source's by primary key, then the
+# object's rows in key order, so no sort for the lowest tier.
+_SAME_CONTENT = "state = 'present' AND {col} IS NOT NULL AND size = ?4 AND abs(mtime - ?5) <= ?15"
+_INHERITED = (
+    "coalesce((SELECT {col} FROM placements WHERE dataset = ?1 AND key = ?2 AND tier = ?14 AND tier != ?3"
+    f" AND {_SAME_CONTENT}),"
+    " (SELECT {col} FROM placements WHERE dataset = ?1 AND key = ?2 AND tier != ?3"
+    f" AND {_SAME_CONTENT} ORDER BY tier LIMIT 1))"
+)
+_RECORD_COPY = (
+    f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'present', ?9, ?10, NULL, NULL, ?11,"
+    f" coalesce(?12, {_INHERITED.format(col='tags')}), coalesce(?13, {_INHERITED.format(col='meta')}))"
+    " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
+    " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
+    " state = 'present', verified_at = excluded.verified_at, changed_at = ?9,"
+    " restore_state = excluded.restore_state, tags = excluded.tags, meta = excluded.meta"
+)
+_RECORD_VERIFIED = (
+    "UPDATE placements SET checksum = ?, verified_at = ? WHERE dataset = ? AND key = ? AND tier = ?"
+)
+_RECORD_ACTION = (
+    "INSERT OR REPLACE INTO actions (run_id, action_id, op, dataset, key, source, target, status,"
+    " bytes, checksum, reason, error, finished_at, placement_first_seen)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def copy_row(
+    dataset: str,
+    key: str,
+    tier: str,
+    entry: Entry,
+    checksum: str,
+    now: float,
+    *,
+    verified: bool = True,
+    source: str | None = None,
+) -> tuple[Any, ...]:
+    """The parameters of :meth:`Index.record_copy`, as :meth:`Index.record_copies` takes them."""
+    return (
+        dataset,
+        key,
+        tier,
+        entry.size,
+        entry.mtime,
+        checksum,
+        entry.storage_class,
+        entry.etag,
+        now,
+        now if verified else None,
+        entry.restore_state,
+        encode_mapping(entry.tags),
+        encode_mapping(entry.metadata),
+        source,
+        MTIME_WINDOW,
+    )
+
+
+def action_row(
+    run_id: int,
+    action: Any,
+    status: str,
+    *,
+    bytes_done: int = 0,
+    checksum: str | None = None,
+    error: str | None = None,
+    now: float,
+    placement_first_seen: float | None = None,
+) -> tuple[Any, ...]:
+    """The parameters of :meth:`Index.record_action`, as :meth:`Index.record_actions` takes them."""
+    return (
+        run_id,
+        action.id,
+        action.op,
+        action.dataset,
+        action.key,
+        action.source,
+        action.target,
+        status,
+        bytes_done,
+        checksum,
+        action.reason,
+        error,
+        now,
+        placement_first_seen,
+    )
+
 
 def prefix_range(prefix: str) -> tuple[str, str]:
     """Bounds for ``key >= lo AND key < hi`` selecting keys that start with ``prefix``
@@ -268,45 +360,20 @@ class Index:
         has sets ``changed_at`` to ``now``: the new content's time in the tier's class
         (minimum storage durations, early-deletion fees) counts from the overwrite, not from
         when the placement was first seen."""
-        inherited = (
-            "SELECT {col} FROM placements WHERE dataset = :dataset AND key = :key AND tier != :tier"
-            " AND state = 'present' AND {col} IS NOT NULL AND size = :size AND abs(mtime - :mtime) <= :window"
-            " ORDER BY tier = :source DESC, tier LIMIT 1"
-        )
         self.conn.execute(
-            f"INSERT INTO placements ({_PLACEMENT_COLUMNS})"
-            " VALUES (:dataset, :key, :tier, :size, :mtime, :checksum, :storage_class, :etag, 'present',"
-            " :now, :verified_at, NULL, NULL, :restore_state,"
-            f" coalesce(:tags, ({inherited.format(col='tags')})),"
-            f" coalesce(:meta, ({inherited.format(col='meta')})))"
-            " ON CONFLICT (dataset, key, tier) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
-            " checksum = excluded.checksum, storage_class = excluded.storage_class, etag = excluded.etag,"
-            " state = 'present', verified_at = excluded.verified_at, changed_at = :now,"
-            " restore_state = excluded.restore_state, tags = excluded.tags, meta = excluded.meta",
-            {
-                "dataset": dataset,
-                "key": key,
-                "tier": tier,
-                "size": entry.size,
-                "mtime": entry.mtime,
-                "checksum": checksum,
-                "storage_class": entry.storage_class,
-                "etag": entry.etag,
-                "now": now,
-                "verified_at": now if verified else None,
-                "restore_state": entry.restore_state,
-                "tags": encode_mapping(entry.tags),
-                "meta": encode_mapping(entry.metadata),
-                "source": source,
-                "window": MTIME_WINDOW,
-            },
+            _RECORD_COPY, copy_row(dataset, key, tier, entry, checksum, now, verified=verified, source=source)
         )
 
+    def record_copies(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """:meth:`record_copy` of each of ``rows`` (:func:`copy_row`), in order, in one statement."""
+        self.conn.executemany(_RECORD_COPY, rows)
+
     def record_verified(self, dataset: str, key: str, tier: str, checksum: str, now: float) -> None:
-        self.conn.execute(
-            "UPDATE placements SET checksum = ?, verified_at = ? WHERE dataset = ? AND key = ? AND tier = ?",
-            (checksum, now, dataset, key, tier),
-        )
+        self.conn.execute(_RECORD_VERIFIED, (checksum, now, dataset, key, tier))
+
+    def record_verifications(self, rows: Iterable[tuple[str, str, str, str, float]]) -> None:
+        """:meth:`record_verified` of each (dataset, key, tier, checksum, now), in order."""
+        self.conn.executemany(_RECORD_VERIFIED, ((c, t, d, k, tier) for d, k, tier, c, t in rows))
 
     def record_transition(
         self, dataset: str, key: str, source: str, target: str, entry: Entry, *, now: float | None = None
@@ -393,26 +460,22 @@ class Index:
         placement_first_seen: float | None = None,
     ) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO actions (run_id, action_id, op, dataset, key, source, target, status,"
-            " bytes, checksum, reason, error, finished_at, placement_first_seen)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
+            _RECORD_ACTION,
+            action_row(
                 run_id,
-                action.id,
-                action.op,
-                action.dataset,
-                action.key,
-                action.source,
-                action.target,
+                action,
                 status,
-                bytes_done,
-                checksum,
-                action.reason,
-                error,
-                now,
-                placement_first_seen,
+                bytes_done=bytes_done,
+                checksum=checksum,
+                error=error,
+                now=now,
+                placement_first_seen=placement_first_seen,
             ),
         )
+
+    def record_actions(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """:meth:`record_action` of each of ``rows`` (:func:`action_row`), in order."""
+        self.conn.executemany(_RECORD_ACTION, rows)
 
     def finish_run(
         self,
