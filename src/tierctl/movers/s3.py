@@ -2,7 +2,7 @@
 
 Two request paths, one set of options (credentials, endpoint, region, requester-pays):
 single-object HEAD, single-part PUT and DELETE go through the lean path
-(:mod:`.s3_requests`: botocore's signer over pooled ``http.client`` connections, 3-4x less
+(:mod:`.s3_requests`: SigV4-signed HTTP/1.1 over pooled connections, several times less
 CPU per request), everything else (listings, multipart uploads, copies, tags, reads,
 restores) through ``S3FileSystem._call_s3`` (s3fs/aiobotocore), which is imported only when
 first needed. Where the lean path cannot reproduce the s3fs setup, s3fs does it all. Keys
