@@ -160,10 +160,15 @@ def local_runner(movers: Mapping[str, Mover]) -> UnitRunner:
     ) -> Iterator[list[list[ActionResult]]]:
         from tierctl import executor_procs as procs
 
-        forked = [u for u in units if procs.forkable(u, movers)] if options.processes else []
+        forked: list[list[Action]] = []
+        rest: list[list[Action]] = []
+        if options.processes:
+            local = procs.plain_local_tiers(movers)
+            for unit in units:
+                (forked if procs.forkable(unit, local) else rest).append(unit)
         workers = procs.worker_count(min(options.jobs, options.processes), len(forked))
         if workers:
-            units = [u for u in units if not procs.forkable(u, movers)]
+            units = rest
 
             def make(unit: list[Action]) -> Unit:
                 return unit_for(unit, movers, options, _no_bytes, report_steps=False)

@@ -65,16 +65,18 @@ _FAILED = 1  # flag byte: an action failed; run only the first unit of each chun
 Wire = tuple[str, int, "str | None", Any, "str | None", bool, list[Any], "tuple[int, int] | None"]
 
 
-def forkable(unit: list[Action], movers: Mapping[str, Mover]) -> bool:
-    """True when every action of ``unit`` is a small copy between plain local folders."""
+def forkable(unit: list[Action], local: frozenset[str]) -> bool:
+    """True when every action of ``unit`` is a small copy between ``local`` tiers
+    (:func:`plain_local_tiers`)."""
     return all(
-        a.op == "copy"
-        and a.size <= PROCESS_MAX_BYTES
-        and a.source is not None
-        and _plain_local(movers.get(a.source))
-        and _plain_local(movers.get(a.target))
+        a.op == "copy" and a.size <= PROCESS_MAX_BYTES and a.source in local and a.target in local
         for a in unit
     )
+
+
+def plain_local_tiers(movers: Mapping[str, Mover]) -> frozenset[str]:
+    """The tiers whose movers are plain local folders (retries aside)."""
+    return frozenset(name for name, mover in movers.items() if _plain_local(mover))
 
 
 def _plain_local(mover: Mover | None) -> bool:
