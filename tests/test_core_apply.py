@@ -117,6 +117,9 @@ def test_objects_changed_since_planning_are_skipped_not_overwritten(sandbox: San
     assert (sandbox.tier("warm") / "logs/young.log").read_bytes() == b"someone else's"
     errors = " ".join(p["error"] for p in report["problems"])
     assert "changed since it was planned" in errors and "not overwritten" in errors
+    # What was found is said, so a user can tell whose object it is.
+    found = len(b"someone else's")
+    assert f"(found {found} bytes, mtime {now:.6f}, planned nothing)" in errors
 
 
 def test_corrupt_replica_is_never_trusted_and_source_is_kept(sandbox: Sandbox, cli) -> None:

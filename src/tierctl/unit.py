@@ -30,7 +30,7 @@ from tierctl.movers.base import Mover, MoverWrapper
 from tierctl.movers.digest import algorithm_of, digest_of
 from tierctl.movers.retry import Backoff, is_retryable
 from tierctl.movers.transfer import copy_verified, verify_same
-from tierctl.plan import Action
+from tierctl.plan import Action, Expect
 
 # A move's verification is committed before its delete (the worker waits for the commit)
 # only from this size on: a smaller object costs less to read again after a kill than a
@@ -58,6 +58,10 @@ class ActionResult:
 
 def _holds(entry: Entry, size: int, mtime: float) -> bool:
     return entry.size == size and abs(entry.mtime - mtime) <= MTIME_WINDOW
+
+
+def _described(entry: Entry | Expect) -> str:
+    return f"{entry.size} bytes, mtime {entry.mtime:.6f}"
 
 
 def _stat_or_none(mover: Mover, key: str) -> Entry | None:
@@ -223,8 +227,12 @@ class Unit:
                 self.note(a, "verified", {"checksum": checksum, "by": "found", **entry_detail(existing)})
                 return ActionResult(a, "done", checksum=checksum, entry=existing)
             if a.expect is None or not _holds(existing, a.expect.size, a.expect.mtime):
+                planned = "nothing" if a.expect is None else _described(a.expect)
                 return ActionResult(
-                    a, "skipped", error=f"{a.target} holds a different {a.key} than planned; not overwritten"
+                    a,
+                    "skipped",
+                    error=f"{a.target} holds a different {a.key} than planned; not overwritten"
+                    f" (found {_described(existing)}, planned {planned})",
                 )
         result = copy_verified(
             src,
