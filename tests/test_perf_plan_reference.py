@@ -3,7 +3,10 @@ order, reasons, every field), same objects considered, same max_delete refusals,
 same facts for every object, over the random indexes and policies of test_plan_sqlfilter.
 Also the frozen-dataclass shortcut the planner builds its objects with.
 
-The reference below is the pre-#8 planner and evaluate code, verbatim but for names."""
+The reference below is the pre-#8 planner and evaluate code, verbatim but for names: a
+frozen oracle for the fast paths. When the planner's behaviour changes on purpose, change
+the reference with it (or drop this file): the behaviour itself is specified by the golden,
+engine and fuzz tests."""
 
 from __future__ import annotations
 

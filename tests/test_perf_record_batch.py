@@ -3,7 +3,8 @@
 per-result writes did, and ``record_copy``'s tags/metadata inheritance (the source's
 placement first, then the lowest tier's, by primary key) picks what the sorted subquery did.
 
-The reference is the per-row code as it was before batching, kept here verbatim."""
+The reference is the per-row code as it was before batching, kept here verbatim: a frozen
+oracle; when what a result records changes on purpose, change it too."""
 
 from __future__ import annotations
 
