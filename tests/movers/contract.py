@@ -272,9 +272,7 @@ class MoverContract:
             result = copy_verified(local, "c/from-local.bin", mover, expected=source, algorithm="crc32c")
             assert result.bytes == len(data)
             expected = "write" if mover.capabilities.verified_writes else "read-back"
-            assert result.verified_by == (
-                "store-checksum" if mover.capabilities.native_digests else expected
-            )
+            assert result.verified_by == ("store-checksum" if mover.capabilities.native_digests else expected)
             assert _read(mover, "c/from-local.bin") == data
             assert abs(mover.stat("c/from-local.bin").mtime - MTIME) <= MTIME_WINDOW
 
