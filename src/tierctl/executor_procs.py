@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from tierctl import forked
+from tierctl.errors import TierctlError
 from tierctl.model import Entry
 from tierctl.movers.base import Mover
 from tierctl.movers.local import LocalMover
@@ -113,7 +114,7 @@ def run_in_processes(
     """Run ``units`` on ``workers`` forked processes (``make_unit(actions).run()`` in each);
     yield batches of finished units' results as :func:`tierctl.executor._run_units` does."""
     flags = mmap.mmap(-1, 2)
-    pool = [_fork(units, make_unit, flags) for _ in range(workers)]
+    pool: list[_Worker] = []
     todo: deque[int] = deque(range(len(units)))
     chunk = FIRST_CHUNK
     unrecorded = 0  # units sent whose results the caller has not recorded yet
@@ -187,6 +188,16 @@ def run_in_processes(
                 pass
 
     try:
+        for _ in range(workers):
+            try:
+                pool.append(_fork(units, make_unit, flags))
+            except OSError as exc:  # out of processes or memory: go on with those there are
+                if not pool:
+                    raise TierctlError(
+                        f"cannot start a worker process for the copies: {exc}",
+                        hint="free memory or raise the process limit (ulimit -u), then run again",
+                    ) from exc
+                break
         while True:
             dispatch()
             if not pool and todo and not halted():  # every worker died: none is left to run these
