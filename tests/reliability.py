@@ -3,8 +3,9 @@ proxy, sandboxes with local and S3 tiers, and checks made on the stores directly
 plain file reads), never through tierctl.
 
 This module is also a pytest plugin (``pytest_plugins`` in tests/conftest.py): its fixtures
-``moto`` (one server per test module) and ``proxy`` (a fresh fault proxy per test) are
-requested by argument name, never imported. A module that defines its own ``moto`` fixture
+``moto`` (one server per test module), ``proxy`` (a fresh fault proxy per test) and
+``rclone_s3`` (``rclone serve s3`` per test module, checking signatures) are requested by
+argument name, never imported. A module that defines its own ``moto`` fixture
 uses that one instead."""
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +46,41 @@ def moto() -> Iterator[MotoS3]:
 def proxy(moto: MotoS3) -> Iterator[FaultProxy]:
     with FaultProxy(moto.endpoint_url, lifetime=240) as p:
         yield p
+
+
+_RCLONE_LISTENING = re.compile(r"Starting s3 server on \[?(http://127\.0\.0\.1:\d+)")
+
+
+@contextlib.contextmanager
+def serving_rclone_s3(
+    tmp_path_factory: pytest.TempPathFactory, key: str = ACCESS_KEY, secret: str = SECRET_KEY
+) -> Iterator[str]:
+    """``rclone serve s3`` over a fresh folder (each top-level folder a bucket), accepting
+    only ``key``/``secret`` (it checks signatures); yields its endpoint URL."""
+    rclone = Path(sys.executable).with_name("rclone")
+    root, log = tmp_path_factory.mktemp("rclone-s3"), tmp_path_factory.mktemp("rclone-log") / "log"
+    argv = [str(rclone), "serve", "s3", str(root), "--addr", "127.0.0.1:0"]
+    argv += ["--auth-key", f"{key},{secret}", "--config", os.devnull]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not (match := _RCLONE_LISTENING.search(log.read_text(errors="replace"))):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """:func:`serving_rclone_s3` with moto_server's credentials, one per test module."""
+    with serving_rclone_s3(tmp_path_factory) as endpoint:
+        yield endpoint
 
 
 def new_bucket(moto: MotoS3) -> str:

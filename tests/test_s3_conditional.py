@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,30 +188,6 @@ def test_the_refusal_codes() -> None:
 
 
 # -- rclone serve s3 ------------------------------------------------------------------------------
-_LISTENING = re.compile(r"Starting s3 server on \[?(http://127\.0\.0\.1:\d+)")
-
-
-@pytest.fixture(scope="module")
-def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    rclone = Path(sys.executable).with_name("rclone")
-    root, log = tmp_path_factory.mktemp("rclone-s3"), tmp_path_factory.mktemp("rclone-log") / "log"
-    argv = [str(rclone), "serve", "s3", str(root), "--addr", "127.0.0.1:0"]
-    argv += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", os.devnull]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while not (match := _LISTENING.search(log.read_text(errors="replace"))):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_rclone_serve_s3_ignores_it_and_nothing_is_overwritten(rclone_s3: str) -> None:
     import boto3
 

@@ -6,14 +6,9 @@ spaces, a wrong secret refused."""
 from __future__ import annotations
 
 import calendar
-import os
 import random
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from botocore.auth import S3SigV4Auth
@@ -24,6 +19,8 @@ from botocore.utils import percent_encode
 from tierctl.errors import MoverError, ObjectNotFound
 from tierctl.movers.s3 import S3Mover
 from tierctl.movers.s3_sign import SigV4Signer, amz_date, payload_hash
+
+from .reliability import serving_rclone_s3
 
 ACCESS_KEY = "tierctl-sign-key"
 SECRET_KEY = "tierctl-sign-secret/+="
@@ -155,33 +152,17 @@ def test_the_signing_key_is_the_documented_derivation() -> None:
 
 
 # -- against a store that verifies signatures --------------------------------------------------------
-_LISTENING = re.compile(r"Starting s3 server on \[?(http://127\.0\.0\.1:\d+)")
-
-
 @pytest.fixture(scope="module")
-def rclone_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    rclone = Path(sys.executable).with_name("rclone")
-    root, log = tmp_path_factory.mktemp("rclone-s3"), tmp_path_factory.mktemp("rclone-log") / "log"
-    argv = [str(rclone), "serve", "s3", str(root), "--addr", "127.0.0.1:0"]
-    argv += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", os.devnull]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while not (match := _LISTENING.search(log.read_text(errors="replace"))):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
-        import boto3
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``rclone serve s3`` accepting this module's key and secret (it checks signatures),
+    with the bucket "signed"; yields its endpoint."""
+    import boto3
 
+    with serving_rclone_s3(tmp_path_factory, ACCESS_KEY, SECRET_KEY) as endpoint:
         boto3.client(
-            "s3", endpoint_url=match.group(1), aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+            "s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
         ).create_bucket(Bucket="signed")
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        yield endpoint
 
 
 def _mover(endpoint: str, secret: str = SECRET_KEY) -> S3Mover:
@@ -194,8 +175,8 @@ def _mover(endpoint: str, secret: str = SECRET_KEY) -> S3Mover:
     "key",
     ["plain.txt", "a b/c d", "sp%ec+ial#&=?;,@!$'()*", "tilde~/dots../x", "ünï/日本語/🙂"],
 )
-def test_the_store_accepts_signed_put_head_delete(rclone_s3: str, key: str) -> None:
-    mover = _mover(rclone_s3)
+def test_the_store_accepts_signed_put_head_delete(signed: str, key: str) -> None:
+    mover = _mover(signed)
     assert mover._requests() is not None  # the lean path (our signer) sends these
     metadata = {"note": "two  spaces and  more", "empty": ""}
     written = mover.write(key, [b"payload"], size=7, mtime=1_700_000_000.5, metadata=metadata, if_absent=True)
@@ -208,9 +189,9 @@ def test_the_store_accepts_signed_put_head_delete(rclone_s3: str, key: str) -> N
     mover.close()
 
 
-def test_a_wrong_secret_is_refused(rclone_s3: str) -> None:
+def test_a_wrong_secret_is_refused(signed: str) -> None:
     """The store does verify what we sign (else the test above proves nothing)."""
-    mover = _mover(rclone_s3, secret="not-the-secret")
+    mover = _mover(signed, secret="not-the-secret")
     with pytest.raises(MoverError) as refused:
         mover.write("refused", [b"x"], size=1, mtime=1.0)
     assert "access denied" in str(refused.value)
